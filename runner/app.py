@@ -1,0 +1,156 @@
+"""The command line: `python -m runner [overrides]` and `python -m runner --multirun [overrides]`.
+
+`main()` wraps Hydra's entry point to give one-line errors and honest exit codes: Hydra would print
+multi-line errors and, in 1.3, skip the post-sweep hook when a job raised. Nothing here imports MLflow
+or TensorFlow; the job does, after the config is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+# Before anything can import TensorFlow: keep its C++ start-up chatter out of the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from runner.config_schema import MODES, ConfigError, validate  # noqa: E402
+from runner.errors import RunnerError  # noqa: E402
+
+log = logging.getLogger("runner")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+def optuna_direction(mode: str) -> str:
+    """The policy's `min`/`max` as Optuna's `minimize`/`maximize` (the sweep presets derive it)."""
+    if mode not in MODES:
+        raise ConfigError(f"registry.mode: must be one of {', '.join(MODES)}; got {mode!r}")
+    return "minimize" if mode == "min" else "maximize"
+
+
+OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)
+
+
+def quiet_libraries() -> None:
+    for name in ("mlflow", "alembic", "absl", "tensorflow", "urllib3", "git", "matplotlib", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+
+
+def task(cfg: DictConfig) -> float:
+    """Validate, run one tracked job, print its summary; returns the objective for sweepers."""
+    from runner.job import JobContext, run_job
+
+    quiet_libraries()
+    ctx = JobContext.from_hydra()
+    try:
+        validated = validate(cfg)  # before TensorFlow is imported and before any run exists
+        result = run_job(cfg, validated, ctx)
+    except (ConfigError, RunnerError) as error:
+        # SystemExit passes through Hydra untouched (an Exception would get a multi-line report);
+        # in a sweep it stops the sweep at once, which is right for input that can never work.
+        raise SystemExit(_fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED))
+    metric = validated.config.registry.metric
+    if ctx.multirun:
+        log.info(
+            f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {result.objective:.4f}  "
+            f"test_mape {result.metrics['test_mape']:.3f}%  {result.seconds:5.1f}s  run {result.run_id[:8]}"
+        )
+    else:
+        print_run_summary(result, metric)
+        if validated.config.promote_single_run:
+            from runner.sweep_hooks import promote_single_run
+
+            promote_single_run(cfg, result.run_id)
+    return result.objective
+
+
+def print_run_summary(result, metric: str) -> None:
+    m = result.metrics
+    log.info(f"run {result.run_id}  {result.run_name}  FINISHED in {result.seconds:.1f}s")
+    chosen = "" if metric == "val_mape" else f"{metric} {result.objective:.4f}  "
+    log.info(f"  {chosen}val_mape {m['val_mape']:.3f}%  test_mape {m['test_mape']:.3f}% "
+             f"(weekly naive {m['test_mape_weekly_naive']:.2f}%)  best epoch {int(m['best_epoch'])}")
+    log.info(f"  open the UI: {result.ui_command}")
+
+
+@hydra.main(config_path="pkg://runner.conf", config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float:
+    return task(cfg)
+
+
+def one_line(error: BaseException) -> str:
+    """A Hydra/OmegaConf/runner error as one line that names the key and what is allowed."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(error)
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        detail = str(getattr(cause, "msg", None) or cause).splitlines()[0]
+        match = re.search(r"override (\S+)", text)
+        if "not in struct" in detail or "Could not override" in text:
+            bad = key or (match.group(1).split("=")[0] if match else "")
+            return f"{bad}: unknown key; to see the keys: python -m runner --cfg job"
+        text = f"{key}: {detail}" if key else f"{text.splitlines()[0]}: {detail}"
+    elif "Could not override" in text:
+        match = re.search(r"Could not override '([^']+)'", text)
+        return f"{match.group(1) if match else 'override'}: unknown key; to see the keys: python -m runner --cfg job"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("In '") and "Could not find" in text:
+        group = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+        options = [ln for ln in lines if not ln.startswith(("In '", "Available options", "Could not find"))]
+        if group:
+            return f"{group.group(1)}={group.group(2)}: no such option; allowed: {', '.join(options)}"
+    return "; ".join(lines) or type(error).__name__
+
+
+def main() -> None:
+    # Errors reach us raw (not pre-printed by Hydra) so that each is one line with a clear exit code.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from runner import sweep_hooks
+
+    code = 0
+    try:
+        hydra_main()
+    except ConfigError as error:
+        code = _fail(str(error), EXIT_USAGE)
+    except (HydraException, OmegaConfBaseException) as error:
+        code = _fail(one_line(error), EXIT_USAGE)
+    except KeyboardInterrupt as error:
+        from runner.job import Terminated
+
+        terminated = isinstance(error, Terminated)
+        code = _fail("terminated" if terminated else "interrupted", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else (0 if error.code is None else EXIT_FAILED)
+    except RunnerError as error:
+        code = _fail(str(error), EXIT_FAILED)
+    except Exception as error:  # a failed job: its run already ended FAILED with the traceback attached
+        code = _fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
+    finally:
+        code = sweep_hooks.finish_pending_sweep(code)
+    sys.exit(code)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

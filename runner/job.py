@@ -1,0 +1,291 @@
+"""One job: a validated config in, one tracked MLflow run out, the objective metric returned.
+
+    validate -> resolve the store (fail fast) -> load data -> start run -> params, config artifacts
+    -> fit (one batched metric call per epoch) -> score val and test weeks -> plots, model -> end run
+
+Every way out of a started run ends it: FINISHED, FAILED (traceback attached) or KILLED (Ctrl-C,
+SIGTERM). A process killed with SIGKILL cannot end its run; the run's heartbeat tag tells it is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from runner import __version__
+from runner.config_schema import Validated, to_plain
+from runner.params import is_secret_key, redact
+
+log = logging.getLogger("runner")
+
+PARENT_RUN_ENV = "RUNNER_PARENT_RUN_ID"  # set for every job of a sweep by the sweep hook
+SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
+PROTOCOL_VERSION = "1"  # bump when origins, features or metrics change meaning
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run ends KILLED."""
+
+
+@dataclass
+class JobContext:
+    """Where a job sits: its overrides, its folder, and its sweep (if any)."""
+
+    overrides: list[str] = field(default_factory=list)
+    output_dir: Path = field(default_factory=lambda: Path.cwd())
+    base_dir: Path = field(default_factory=lambda: Path.cwd())  # where the command was started
+    job_num: int | None = None
+    multirun: bool = False
+    registry_name: str = "default"
+    parent_run_id: str | None = None
+    sweep_id: str | None = None
+
+    @classmethod
+    def from_hydra(cls) -> JobContext:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        return cls(
+            overrides=list(hydra_cfg.overrides.task),
+            output_dir=Path(hydra_cfg.runtime.output_dir),
+            base_dir=Path(hydra_cfg.runtime.cwd),
+            job_num=int(hydra_cfg.job.num) if multirun else None,
+            multirun=multirun,
+            registry_name=hydra_cfg.runtime.choices.get("registry") or "default",
+            parent_run_id=os.environ.get(PARENT_RUN_ENV) if multirun else None,
+            sweep_id=os.environ.get(SWEEP_ID_ENV) if multirun else None,
+        )
+
+
+def redact_overrides(overrides: Sequence[str]) -> list[str]:
+    redacted = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        bare = key.lstrip("+~")
+        redacted.append(f"{key}=***REDACTED***" if sep and is_secret_key(bare) else redact(item))
+    return redacted
+
+
+def run_name(model_name: str, overrides: Sequence[str]) -> str:
+    """`lstm lr=0.001`: the model, then the overrides that are not the model choice."""
+    rest = [o for o in redact_overrides(overrides) if not o.startswith(("model=", "hydra."))]
+    return " ".join([model_name, *rest])
+
+
+def git_state(directory: Path) -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"runner.git_commit": commit, "mlflow.source.git.commit": commit,
+            "runner.git_dirty": str(bool(dirty)).lower()}
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    run_name: str
+    objective: float
+    metrics: dict[str, float]
+    seconds: float
+    tracking_uri: str
+    ui_command: str
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
+def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult:
+    """Train, evaluate and track one config. Raises on failure after ending the run FAILED/KILLED."""
+    from runner.tracking import ExperimentTracker, check_reachable, resolve_store
+
+    config = validated.config
+    started = time.perf_counter()
+    store = resolve_store(config.tracking.uri, ctx.base_dir / config.tracking.store_dir)
+    check_reachable(store)
+
+    from runner import series
+
+    data_path = series.resolve_path(config.data.path)
+    frame = series.load_series(data_path)
+    name = run_name(cfg.model.name, ctx.overrides)
+    tags = {
+        "runner.model": cfg.model.name,
+        "runner.version": __version__,
+        "runner.overrides": " ".join(redact_overrides(ctx.overrides)),
+        "runner.data_fingerprint": series.fingerprint(data_path),
+        "runner.data_file": data_path.name,
+        "runner.protocol": protocol_tag(config),
+        "runner.registry_policy": ctx.registry_name,
+        **git_state(Path(__file__).resolve().parent),
+    }
+    if ctx.sweep_id:
+        tags["runner.sweep_id"] = ctx.sweep_id
+    if ctx.job_num is not None:
+        tags["runner.job_num"] = str(ctx.job_num)
+
+    tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
+                                heartbeat_seconds=config.tracking.heartbeat_seconds)
+    run_id = tracker.start_run(name, tags=tags, parent_run_id=ctx.parent_run_id)
+    status = "FAILED"
+    try:
+        with sigterm_as_interrupt():
+            metrics = _train_and_log(cfg, validated, ctx, tracker, frame)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        _log_traceback(tracker, ctx.output_dir)
+        raise
+    finally:
+        tracker.end_run(status)
+    objective = metrics[config.registry.metric]
+    return JobResult(run_id, name, objective, metrics, time.perf_counter() - started,
+                     store.tracking_uri, store.ui_command())
+
+
+def protocol_tag(config) -> str:
+    s = config.data.split
+    return f"v{PROTOCOL_VERSION}:weeks={s.train_weeks}/{s.val_weeks}/{s.test_weeks}:horizon=48"
+
+
+def _log_traceback(tracker, output_dir: Path) -> None:
+    try:
+        path = output_dir / "traceback.txt"
+        path.write_text(traceback.format_exc())
+        tracker.log_artifact(path)
+    except Exception as error:  # the original failure matters more than this one
+        log.debug("could not attach the traceback: %s", error)
+
+
+def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, tracker, frame) -> dict[str, float]:
+    import numpy as np
+    import pandas as pd
+
+    from runner import evaluation, forecaster, plots, series, training
+    from runner.forecaster import Preprocessing
+
+    config = validated.config
+    resolved = redact(resolved_config(cfg))
+    tracker.log_params(resolved)
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = Path(tempfile.mkdtemp(prefix="artifacts-", dir=ctx.output_dir))
+    (artifacts / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (artifacts / "overrides.yaml").write_text(yaml.safe_dump(redact_overrides(ctx.overrides)))
+
+    # -- data ---------------------------------------------------------------------------------------
+    values = frame["demand_mw"].to_numpy()
+    timestamps = pd.DatetimeIndex(frame["timestamp"])
+    prep = Preprocessing(window=config.data.window, features=list(config.data.features))
+    s = config.data.split
+    split = series.split_origins(len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks,
+                                 config.data.train_stride)
+    prep.scale = forecaster.fit_scale(values, split.train)  # training weeks only
+
+    def arrays(origins):
+        inputs, level = forecaster.build_inputs(values, timestamps, origins, prep)
+        return inputs, forecaster.build_targets(values, origins, level, prep.scale)
+
+    train, val = arrays(split.train), arrays(split.val)
+
+    # -- network ------------------------------------------------------------------------------------
+    training.configure_tensorflow(config.seed, training.thread_budget(config.trainer.threads))
+    from hydra.utils import get_method
+
+    build = get_method(validated.builder)
+    network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
+    t = config.trainer
+    network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
+                    loss={"mse": "mse", "mae": "mae", "huber": "huber"}[t.loss])
+
+    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        tracker.log_metrics(logs, step=epoch)  # one batched call per epoch
+        line = f"epoch {epoch:>3}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        if ctx.multirun or not t.verbose:
+            log.debug(line)
+        else:
+            log.info(line)
+
+    fit = training.fit(network, train, val, epochs=config.epochs, batch_size=config.batch_size,
+                       patience=t.patience, min_delta=t.min_delta, on_epoch_end=on_epoch_end)
+    if not fit.epochs_run:  # nothing to train: record the starting point at step 0
+        tracker.log_metrics({"val_loss": fit.best_val_loss}, step=0)
+
+    # -- scores, always in MW -----------------------------------------------------------------------
+    val_scores = evaluation.score(forecaster.forecast_origins(network, prep, frame, split.val),
+                                  evaluation.actuals(values, split.val))
+    test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
+    test_actual = evaluation.actuals(values, split.test)
+    test_scores = evaluation.score(test_forecast, test_actual)
+    naive = evaluation.score(evaluation.seasonal_naive(values, split.test), test_actual)
+    metrics = {
+        **val_scores.as_metrics("val"),
+        **test_scores.as_metrics("test"),
+        "test_mape_weekly_naive": naive.mape,
+        "best_epoch": float(fit.best_epoch),
+        "best_val_loss": fit.best_val_loss,
+        "epochs_run": float(fit.epochs_run),
+        "train_seconds": fit.train_seconds,
+    }
+    if not all(math.isfinite(v) for v in val_scores.as_metrics("val").values()):
+        raise training.DivergedError("validation scores are not finite: the network diverged")
+    tracker.log_metrics(metrics)
+    for lead, value in enumerate(test_scores.mape_by_lead, start=1):
+        tracker.log_metrics({"test_mape_by_lead": float(value)}, step=lead)
+
+    # -- artifacts ----------------------------------------------------------------------------------
+    plots.learning_curve(fit.history, fit.best_epoch, artifacts / "learning_curve.png")
+    lead = 1
+    plots.forecast_vs_actual(timestamps[split.test + lead], test_actual[:, lead - 1], test_forecast[:, lead - 1],
+                             lead, artifacts / "forecast_test.png",
+                             f"{cfg.model.name}: test weeks, MAPE {test_scores.mape:.2f}% (mean over 48 leads)")
+    lines: list[str] = []
+    network.summary(print_fn=lambda text, **_: lines.append(text))
+    (artifacts / "model_summary.txt").write_text("\n".join(lines) + "\n")
+    np.savetxt(artifacts / "test_mape_by_lead.csv", np.column_stack([np.arange(1, 49), test_scores.mape_by_lead]),
+               delimiter=",", header="lead,mape", comments="", fmt=["%d", "%.5f"])
+    tracker.log_artifacts(artifacts)
+    if config.tracking.log_model:
+        from runner.model_logging import log_forecaster
+
+        log_forecaster(tracker, network, prep, frame, artifacts)
+    return metrics

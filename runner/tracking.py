@@ -1,0 +1,377 @@
+"""Where runs go and how they are written: `MLflowManager` (store and experiments) and
+`ExperimentTracker` (one run at a time). The runner's job uses these same classes.
+
+Tracking URI precedence: an explicit `tracking_uri` (config `tracking.uri` or an argument) wins, then
+`MLFLOW_TRACKING_URI`, then the embedded store: SQLite at `<store_dir>/mlflow.db` with artifacts in
+`<store_dir>/mlartifacts`, `store_dir` being `outputs/` of the working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from runner.errors import ExperimentNotFound, RunNotFound, TrackingUnavailable
+from runner.params import redact_uri, to_params
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE_DIR = "outputs"
+HEARTBEAT_TAG = "runner.heartbeat"
+PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+TAG_VALUE_LIMIT = 8000
+
+
+@dataclass(frozen=True)
+class Store:
+    tracking_uri: str
+    artifact_root: str | None  # where new experiments keep artifacts; None: the server decides
+
+    @property
+    def is_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def display_uri(self) -> str:
+        return redact_uri(self.tracking_uri)
+
+    def ui_command(self) -> str:
+        if self.is_server:
+            return f"open {self.display_uri}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///relative.db` or `sqlite:////absolute.db` URI."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0])).resolve()
+
+
+def resolve_store(tracking_uri: str | None = None, store_dir: str | os.PathLike = DEFAULT_STORE_DIR) -> Store:
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        base = Path(store_dir).expanduser().resolve()
+        uri = f"sqlite:///{base / 'mlflow.db'}"
+    db = sqlite_path(uri)
+    if db is not None:
+        return Store(uri, (db.parent / "mlartifacts").as_uri())
+    return Store(uri, None)
+
+
+def prepare_store(store: Store) -> None:
+    """Create the embedded store's folder and turn on SQLite's write-ahead log once, before MLflow
+    opens it: parallel jobs then read while one writes, instead of failing with "database is locked"."""
+    db = sqlite_path(store.tracking_uri)
+    if db is None:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db, timeout=30) as connection:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
+def check_reachable(store: Store, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a tracking server cannot be reached or refuses us."""
+    if not store.is_server:
+        return
+    import requests
+
+    from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
+
+    auth = None
+    if MLFLOW_TRACKING_USERNAME.get():
+        auth = (MLFLOW_TRACKING_USERNAME.get(), MLFLOW_TRACKING_PASSWORD.get() or "")
+    url = store.tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    try:
+        response = requests.get(url, params={"max_results": 1}, auth=auth, timeout=timeout)
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise TrackingUnavailable(f"tracking server {store.display_uri} is unreachable ({reason})") from None
+    if response.status_code in (401, 403):
+        raise TrackingUnavailable(
+            f"tracking server {store.display_uri} refused the credentials (HTTP {response.status_code}); "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if response.status_code >= 500:
+        raise TrackingUnavailable(f"tracking server {store.display_uri} answered HTTP {response.status_code}")
+
+
+def _experiment_dict(experiment) -> dict[str, Any]:
+    return {
+        "experiment_id": experiment.experiment_id,
+        "name": experiment.name,
+        "artifact_location": experiment.artifact_location,
+        "lifecycle_stage": experiment.lifecycle_stage,
+        "tags": dict(experiment.tags),
+        "creation_time": experiment.creation_time,
+    }
+
+
+def run_dict(run) -> dict[str, Any]:
+    """A run as a plain dict: run_id, run_name, status, experiment_id, start_time, end_time,
+    artifact_uri, params (also as `parameters`), metrics (latest values) and tags."""
+    params = dict(run.data.params)
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "experiment_id": run.info.experiment_id,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "artifact_uri": run.info.artifact_uri,
+        "params": params,
+        "parameters": params,
+        "metrics": dict(run.data.metrics),
+        "tags": dict(run.data.tags),
+    }
+
+
+class MLflowManager:
+    """The tracking store and its experiments.
+
+    `tracking_uri=None` means `MLFLOW_TRACKING_URI`, then the embedded store under `outputs/`.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment_name: str | None = None,
+                 store_dir: str | os.PathLike = DEFAULT_STORE_DIR):
+        self.store = resolve_store(tracking_uri, store_dir)
+        prepare_store(self.store)
+        self.tracking_uri = self.store.tracking_uri
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment_name = experiment_name
+
+    def setup_experiment(self, name: str | None = None) -> str:
+        """The id of experiment `name`, created (with this store's artifact location) when missing."""
+        name = name or self.experiment_name
+        if not name:
+            raise ValueError("setup_experiment needs an experiment name")
+        experiment = self._get_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        location = f"{self.store.artifact_root}/{_safe_folder(name)}" if self.store.artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self._get_by_name(name).experiment_id  # another process created it first
+
+    def get_experiment(self, name: str | None = None) -> dict[str, Any]:
+        name = name or self.experiment_name
+        experiment = self._get_by_name(name) if name else None
+        if experiment is None:
+            raise ExperimentNotFound(f"no experiment named {name!r} in {self.store.display_uri}")
+        return _experiment_dict(experiment)
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        return [_experiment_dict(e) for e in self._call(self.client.search_experiments)]
+
+    def delete_experiment(self, name: str) -> None:
+        self.client.delete_experiment(self.get_experiment(name)["experiment_id"])
+
+    def _get_by_name(self, name: str):
+        return self._call(self.client.get_experiment_by_name, name)
+
+    def _call(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except MlflowException as error:
+            if "API request" in str(error) or "Max retries" in str(error):
+                raise TrackingUnavailable(f"tracking store {self.store.display_uri}: {error}") from None
+            raise
+
+
+def _safe_folder(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def pip_requirements() -> list[str]:
+    """The logged models' requirements, given explicitly: MLflow's inference of them costs seconds."""
+    requirements = []
+    for names in (("mlflow", "mlflow-skinny"), ("tensorflow-cpu", "tensorflow"), ("keras",),
+                  ("numpy",), ("pandas",)):
+        for name in names:
+            try:
+                requirements.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return requirements
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes a RUNNING run's heartbeat tag, so runs of killed jobs can be told from live ones."""
+
+    def __init__(self, client: MlflowClient, run_id: str, every_seconds: float):
+        super().__init__(name=f"heartbeat-{run_id[:8]}", daemon=True)
+        self.client, self.run_id, self.every = client, run_id, every_seconds
+        self.stopped = threading.Event()
+
+    def beat(self) -> None:
+        try:
+            self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+        except Exception as error:  # a lost server must not kill training; the next beat retries
+            log.debug("heartbeat failed: %s", error)
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.beat()
+
+
+class ExperimentTracker:
+    """One MLflow run at a time in one experiment; usable as a context manager (an exception inside
+    ends the run FAILED, Ctrl-C ends it KILLED)."""
+
+    def __init__(self, experiment_name: str, tracking_uri: str | None = None, run_name: str | None = None,
+                 store_dir: str | os.PathLike = DEFAULT_STORE_DIR, heartbeat_seconds: float = 30.0):
+        self.manager = MLflowManager(tracking_uri, experiment_name, store_dir=store_dir)
+        self.client = self.manager.client
+        self.tracking_uri = self.manager.tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.heartbeat_seconds = heartbeat_seconds
+        self.run_id: str | None = None
+        self._experiment_id: str | None = None
+        self._heartbeat: _Heartbeat | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self.manager.setup_experiment(self.experiment_name)
+        return self._experiment_id
+
+    # -- run lifecycle ------------------------------------------------------------------------------
+    def start_run(self, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> str:
+        """Create a run (a child of `parent_run_id` when given) and make it MLflow's active run."""
+        if self.run_id is not None:
+            raise RuntimeError(f"run {self.run_id} is still active; end it first")
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        all_tags[HEARTBEAT_TAG] = str(int(time.time()))
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.manager._call(
+            self.client.create_run, self.experiment_id, run_name=run_name or self.run_name, tags=all_tags
+        )
+        self.run_id = run.info.run_id
+        # log_model() only writes through MLflow's fluent API, so the run also becomes the active one.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.start_run(run_id=self.run_id)
+        self._heartbeat = _Heartbeat(self.client, self.run_id, self.heartbeat_seconds)
+        self._heartbeat.start()
+        return self.run_id
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        if self.run_id is None:
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.stopped.set()
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status=status)
+        else:
+            self.client.set_terminated(self.run_id, status=status)
+        self.run_id = None
+
+    def __enter__(self) -> ExperimentTracker:
+        if self.run_id is None:
+            self.start_run()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end_run("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end_run("KILLED")
+        else:
+            self.end_run("FAILED")
+
+    def _require_run(self) -> str:
+        if self.run_id is None:
+            raise RunNotFound("no active run: call start_run() first")
+        return self.run_id
+
+    # -- logging ------------------------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (nested dicts are flattened to dotted keys; secrets redacted; long values cut)."""
+        run_id = self._require_run()
+        items = [Param(k, v) for k, v in to_params(params).items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """All metrics in one request, at `step` (0 when None)."""
+        run_id = self._require_run()
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def log_tags(self, tags: Mapping[str, Any]) -> None:
+        run_id = self._require_run()
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.client.set_tag(self._require_run(), key, str(value)[:TAG_VALUE_LIMIT])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._require_run(), str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self._require_run(), str(directory), artifact_path)
+
+    def log_model(self, model, artifact_path: str = "model", registered_model_name: str | None = None,
+                  name: str | None = None, **kwargs):
+        """Log a Keras model with MLflow's TensorFlow flavour; `artifact_path` is MLflow 3's `name`.
+
+        Requirements are given explicitly (inference costs seconds). Returns MLflow's ModelInfo.
+        """
+        self._require_run()
+        import mlflow.tensorflow
+
+        kwargs.setdefault("pip_requirements", pip_requirements())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mlflow.tensorflow.log_model(
+                model, name=name or artifact_path, registered_model_name=registered_model_name, **kwargs
+            )
+
+    # -- queries ------------------------------------------------------------------------------------
+    def search_runs(self, filter_string: str | None = None, max_results: int = 100,
+                    order_by: list[str] | None = None) -> list[dict[str, Any]]:
+        """Runs of this experiment as dicts (see `run_dict`), e.g.
+        `search_runs("metrics.rmse < 3.0", order_by=["metrics.rmse ASC"])`."""
+        runs = self.manager._call(
+            self.client.search_runs, [self.experiment_id], filter_string=filter_string or "",
+            max_results=max_results, order_by=order_by,
+        )
+        return [run_dict(r) for r in runs]
+
+    def get_best_run(self, metric: str = "rmse", ascending: bool = True) -> dict[str, Any] | None:
+        """The run with the best value of `metric`, or None when no run has logged it."""
+        order = f"metrics.`{metric}` {'ASC' if ascending else 'DESC'}"
+        runs = self.search_runs(f"metrics.`{metric}` > -1e308", max_results=1, order_by=[order])
+        return runs[0] if runs else None
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        try:
+            return run_dict(self.client.get_run(run_id))
+        except MlflowException:
+            raise RunNotFound(f"no run {run_id!r} in {self.manager.store.display_uri}") from None
