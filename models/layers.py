@@ -24,8 +24,11 @@ def forecast_head(features, inputs: dict, horizon: int, naive_skip: bool = True,
     import keras
 
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    out = keras.layers.Dense(horizon, kernel_regularizer=regularizer, name="forecast")(features)
-    if naive_skip and "last_week" in inputs:
+    skip = naive_skip and "last_week" in inputs
+    # With the skip, a zero-initialised head makes the untrained network exactly the seasonal naive.
+    out = keras.layers.Dense(horizon, kernel_regularizer=regularizer, name="forecast",
+                             kernel_initializer="zeros" if skip else "glorot_uniform")(features)
+    if skip:
         out = keras.layers.Add(name="plus_last_week")([out, inputs["last_week"]])
     return out
 

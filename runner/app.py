@@ -76,7 +76,8 @@ def task(cfg: DictConfig) -> float:
         if validated.config.promote_single_run:
             from runner.sweep_hooks import promote_single_run
 
-            promote_single_run(cfg, result.run_id)
+            if promote_single_run(validated.config, ctx, result.run_id):
+                raise SystemExit(EXIT_FAILED)
     return result.objective
 
 

@@ -145,8 +145,6 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     from runner import series
 
     data_path = series.resolve_path(config.data.path)
-    frame = series.load_series(data_path)
-    name = run_name(cfg.model.name, ctx.overrides)
     tags = {
         "runner.model": cfg.model.name,
         "runner.version": __version__,
@@ -161,6 +159,7 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
         tags["runner.sweep_id"] = ctx.sweep_id
     if ctx.job_num is not None:
         tags["runner.job_num"] = str(ctx.job_num)
+    name = run_name(cfg.model.name, ctx.overrides)
 
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
                                 heartbeat_seconds=config.tracking.heartbeat_seconds)
@@ -168,6 +167,7 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     status = "FAILED"
     try:
         with sigterm_as_interrupt():
+            frame = series.load_series(data_path)
             metrics = _train_and_log(cfg, validated, ctx, tracker, frame)
         status = "FINISHED"
     except KeyboardInterrupt:

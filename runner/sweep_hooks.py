@@ -1,10 +1,204 @@
-"""Sweep hooks (work in progress)."""
+"""A sweep as one parent run with every job a child run, and the promotion policy applied at the end.
+
+Hydra 1.3 facts this design answers (DESIGN.md):
+- `on_multirun_start/end` run in the main process; jobs may run in other processes or machines, so the
+  parent run id and the sweep id reach them as `hydra.job.env_set` overrides, from which every job's
+  config is re-composed.
+- An exception raised in a callback becomes a warning and exit code 0: the hooks raise SystemExit.
+- `on_multirun_end` is skipped when a job raised: `runner.app.main` then calls `finish_pending_sweep`.
+- `on_multirun_end` gets no job results: the hook finds the jobs' runs in MLflow by the sweep id tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
 from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.config_schema import ConfigError, Policy, validate
+from runner.errors import RunnerError
+from runner.job import PARENT_RUN_ENV, SWEEP_ID_ENV
+from runner.training import PARALLEL_JOBS_ENV
+
+log = logging.getLogger("runner")
+
+MAX_VALIDATED_COMBINATIONS = 500
+
+
+@dataclass
+class SweepState:
+    sweep_id: str
+    parent_run_id: str
+    experiment_id: str
+    store: Any  # runner.tracking.Store
+    policy: Policy
+    policy_name: str
+    started: float = field(default_factory=time.perf_counter)
+    finished: bool = False
+
+
+_pending: SweepState | None = None  # the sweep this process started and has not finished yet
 
 
 class SweepTracking(Callback):
-    pass
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            start_sweep(config)
+        except (ConfigError, RunnerError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+        except Exception as error:  # would otherwise become a warning, and the sweep would run untracked
+            print(f"error: could not start the sweep: {type(error).__name__}: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        code = finish_pending_sweep(0)
+        if code:
+            raise SystemExit(code)
+
+
+def _validate_every_job(config: DictConfig) -> None:
+    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37)."""
+    validate(config)
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if not sweeper.endswith("BasicSweeper"):
+        return  # other sweepers sample values as they go; each job validates its own
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = list(config.hydra.overrides.task)
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    task += [f"{k}={v}" for k, v in params.items()]
+    parsed = OverridesParser.create().parse_overrides(task)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    combos = [combo for batch in batches for combo in batch][:MAX_VALIDATED_COMBINATIONS]
+    if len(combos) <= 1:
+        return
+    for combo in combos:
+        try:
+            validate(compose(config_name="config", overrides=list(combo)))
+        except ConfigError as error:
+            raise ConfigError(f"{error} (in the job {' '.join(combo)})") from None
+
+
+def start_sweep(config: DictConfig) -> SweepState:
+    global _pending
+    from runner.tracking import ExperimentTracker, check_reachable, resolve_store
+
+    _validate_every_job(config)
+    validated = validate(config)
+    c = validated.config
+    base_dir = config.hydra.runtime.cwd
+    store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
+    check_reachable(store)
+
+    sweep_id = str(uuid.uuid4())
+    sweep_dir = f"{config.hydra.sweep.dir}_{sweep_id}"
+    policy_name = config.hydra.runtime.choices.get("registry") or "default"
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
+    overrides = list(config.hydra.overrides.task)
+    tracker = ExperimentTracker(c.experiment_name, store.tracking_uri, heartbeat_seconds=c.tracking.heartbeat_seconds)
+    parent_run_id = tracker.start_run(
+        f"sweep {' '.join(overrides) or sweeper}".strip(),
+        tags={"runner.sweep_id": sweep_id, "runner.sweep_role": "parent", "runner.sweeper": sweeper,
+              "runner.overrides": " ".join(overrides), "runner.registry_policy": policy_name,
+              "runner.sweep_dir": sweep_dir},
+        activate=False,
+    )
+    tracker._heartbeat.stopped.set()  # a parent is alive as long as its jobs report; no thread needed
+
+    parallel = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    extra = [
+        f"+hydra.job.env_set.{PARENT_RUN_ENV}={parent_run_id}",
+        f"+hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    if isinstance(parallel, int) and parallel != 1:
+        import os
+
+        extra.append(f"+hydra.job.env_set.{PARALLEL_JOBS_ENV}={parallel if parallel > 0 else os.cpu_count()}")
+    with open_dict(config):
+        config.hydra.overrides.hydra.extend(extra)
+        config.hydra.sweep.dir = sweep_dir
+
+    _pending = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, c.registry, policy_name)
+    log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
+             f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
+    return _pending
 
 
 def finish_pending_sweep(code: int) -> int:
-    return code
+    """Apply the policy to the sweep this process started, once; returns the exit code to use."""
+    global _pending
+    state = _pending
+    if state is None or state.finished:
+        return code
+    state.finished = True
+    try:
+        return max(code, finish_sweep(state, jobs_raised=code != 0))
+    except Exception as error:
+        print(f"error: the post-sweep hook failed: {type(error).__name__}: {error}", file=sys.stderr)
+        _end_parent(state, "FAILED")
+        return max(code, 1)
+    finally:
+        _pending = None
+
+
+def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from runner import promotion
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
+    try:
+        decision, ranked = promotion.apply_policy(state.policy, state.policy_name, state.store, candidates,
+                                                  sweep_id=state.sweep_id)
+    except RunnerError as error:  # e.g. PolicyError: refused, nothing in the registry changed
+        decision, ranked = promotion.Decision("refused", str(error), failed=True), promotion.rank(state.policy,
+                                                                                                  candidates)
+    report = promotion.build_report(state.policy, state.policy_name, decision, candidates, ranked,
+                                    state.sweep_id, state.parent_run_id, state.started)
+    client.log_dict(state.parent_run_id, report, "promotion/decision.json")
+    failed = jobs_raised or decision.failed or report["counts"]["failed"] > 0
+    _end_parent(state, "FAILED" if failed else "FINISHED")
+    log.info(promotion.format_report(report))
+    log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
+             f"open the UI: {state.store.ui_command()}")
+    return 1 if failed else 0
+
+
+def _end_parent(state: SweepState, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=state.store.tracking_uri).set_terminated(state.parent_run_id, status=status)
+    except Exception as error:  # a lost server: the stale-run command closes it later
+        print(f"error: could not end parent run {state.parent_run_id}: {error}", file=sys.stderr)
+
+
+def promote_single_run(c, ctx, run_id: str) -> int:
+    """Apply the config's policy to one finished run (`promote_single_run=true`); `c` is the validated
+    RunnerConfig and `ctx` the job's JobContext."""
+    from mlflow.tracking import MlflowClient
+
+    from runner import promotion
+    from runner.tracking import resolve_store
+
+    store = resolve_store(c.tracking.uri, ctx.base_dir / c.tracking.store_dir)
+    policy_name = ctx.registry_name
+    run = MlflowClient(tracking_uri=store.tracking_uri).get_run(run_id)
+    candidates = [promotion.Candidate.from_run(run, c.registry)]
+    decision, ranked = promotion.apply_policy(c.registry, policy_name, store, candidates, sweep_id=None)
+    report = promotion.build_report(c.registry, policy_name, decision, candidates, ranked, None, None,
+                                    time.perf_counter())
+    MlflowClient(tracking_uri=store.tracking_uri).log_dict(run_id, report, "promotion/decision.json")
+    log.info(promotion.format_report(report))
+    return 1 if decision.failed else 0

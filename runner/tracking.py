@@ -260,8 +260,10 @@ class ExperimentTracker:
 
     # -- run lifecycle ------------------------------------------------------------------------------
     def start_run(self, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-                  parent_run_id: str | None = None) -> str:
-        """Create a run (a child of `parent_run_id` when given) and make it MLflow's active run."""
+                  parent_run_id: str | None = None, activate: bool = True) -> str:
+        """Create a run (a child of `parent_run_id` when given) and, with `activate`, make it MLflow's
+        active run (needed by log_model). A sweep's parent run is not activated: jobs of the basic
+        launcher run in the same process and activate their own runs."""
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still active; end it first")
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -272,9 +274,9 @@ class ExperimentTracker:
             self.client.create_run, self.experiment_id, run_name=run_name or self.run_name, tags=all_tags
         )
         self.run_id = run.info.run_id
-        # log_model() only writes through MLflow's fluent API, so the run also becomes the active one.
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.start_run(run_id=self.run_id)
+        if activate:  # log_model() only writes through MLflow's fluent API
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.start_run(run_id=self.run_id)
         self._heartbeat = _Heartbeat(self.client, self.run_id, self.heartbeat_seconds)
         self._heartbeat.start()
         return self.run_id

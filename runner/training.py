@@ -17,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PARALLEL_JOBS_ENV = "RUNNER_PARALLEL_JOBS"  # set by the sweep hook from the launcher's n_jobs
+PARALLEL_JOBS_ENV = "RUNNER_PARALLEL_JOBS"  # set for a sweep's jobs from the launcher's n_jobs
 
 
 def thread_budget(threads: int | None) -> int:

@@ -1,0 +1,297 @@
+"""Applying a promotion policy (conf/registry/*.yaml) to the finished runs of a sweep (or to one run).
+
+    runs (one query) -> gates -> best by the policy metric -> [lock] compare with the champion
+    (re-scored first when it was scored on other data) -> register -> aliases/stages -> report
+
+Safe to repeat: a sweep's winner is registered once (its version carries the sweep id), and an alias
+already on the right version is not moved again. A worse model never takes the champion alias.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+import operator
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from runner.config_schema import Policy
+from runner.errors import AliasNotFound, PolicyError
+from runner.locks import promotion_lock
+from runner.tracking import Store
+
+log = logging.getLogger("runner")
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+SWEEP_ID_TAG = "runner.sweep_id"
+SWEEP_ROLE_TAG = "runner.sweep_role"  # "parent" on a sweep's parent run
+FORECASTER_URI_TAG = "runner.forecaster_uri"
+MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
+REPORT_TOP = 10
+RESCORABLE = ("val_mape", "val_rmse", "val_mae")
+
+
+@dataclass
+class Candidate:
+    run_id: str
+    run_name: str
+    status: str
+    job_num: str | None
+    value: float | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    params: dict[str, str]
+    rejected: list[str] = field(default_factory=list)  # why it cannot be registered
+
+    @classmethod
+    def from_run(cls, run, policy: Policy) -> Candidate:
+        metrics = dict(run.data.metrics)
+        value = metrics.get(policy.metric)
+        candidate = cls(run.info.run_id, run.info.run_name or "", run.info.status,
+                        run.data.tags.get("runner.job_num"), value, metrics, dict(run.data.tags),
+                        dict(run.data.params))
+        if run.info.status != "FINISHED":
+            candidate.rejected.append(f"status {run.info.status}")
+        elif value is None or not math.isfinite(value):
+            candidate.rejected.append(f"no finite {policy.metric}")
+        for gate in policy.gates:
+            got = metrics.get(gate.metric)
+            if got is None or not OPS[gate.op](got, gate.value):
+                candidate.rejected.append(f"gate {gate.metric} {gate.op} {gate.value:g} failed (got {got})")
+        if FORECASTER_URI_TAG not in run.data.tags and not candidate.rejected:
+            candidate.rejected.append("no logged forecaster (tracking.log_model=false?)")
+        return candidate
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run_name": self.run_name, "job": self.job_num, "status": self.status,
+                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected}
+
+
+@dataclass
+class Decision:
+    action: str  # promoted | registered | kept | no_winner | refused
+    reason: str
+    winner_run_id: str | None = None
+    version: str | None = None
+    champion_before: str | None = None
+    champion_after: str | None = None
+    champion_value: float | None = None
+    aliases_moved: list[str] = field(default_factory=list)
+    stages_moved: list[str] = field(default_factory=list)
+    failed: bool = False  # the command must exit non-zero
+
+
+def rank(policy: Policy, candidates: list[Candidate]) -> list[Candidate]:
+    """Passing candidates, best first (ties: the earlier job)."""
+    passing = [c for c in candidates if not c.rejected]
+    sign = 1 if policy.mode == "min" else -1
+    return sorted(passing, key=lambda c: (sign * c.value, int(c.job_num or 0)))
+
+
+def beats(policy: Policy, winner: float, champion: float) -> tuple[bool, str]:
+    improvement = (champion - winner) if policy.mode == "min" else (winner - champion)
+    required = max(policy.champion.min_improvement, policy.champion.min_relative_improvement * abs(champion))
+    verdict = improvement > 0 and improvement >= required
+    return verdict, (f"{policy.metric} {winner:.4f} vs champion {champion:.4f}: improvement {improvement:.4f}"
+                     f" {'>=' if verdict else '<'} required {max(required, 0):.4f}"
+                     + ("" if required > 0 else " (must be strictly better)"))
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def sweep_candidates(client, experiment_id: str, sweep_id: str, policy: Policy) -> list[Candidate]:
+    """All child runs of a sweep in one request, whatever the sweep's size."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'",
+                              max_results=MAX_SWEEP_RUNS)
+    return [Candidate.from_run(r, policy) for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
+
+
+def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: list[Candidate], *,
+                 sweep_id: str | None, actor: str | None = None) -> tuple[Decision, list[Candidate]]:
+    """Decide and change the registry as the policy says. Returns the decision and the ranking."""
+    ranked = rank(policy, candidates)
+    if not ranked:
+        reason = "no run passed the gates" if candidates else "the sweep has no runs"
+        return Decision("no_winner", reason, failed=policy.on_no_winner == "fail"), ranked
+    winner = ranked[0]
+    actor = actor or (f"sweep {sweep_id}" if sweep_id else default_actor())
+    with promotion_lock(store, policy.model_name):
+        return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor), ranked
+
+
+def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: Candidate,
+                       sweep_id: str | None, actor: str) -> Decision:
+    from runner.registry import ModelRegistry
+
+    registry = ModelRegistry(store.tracking_uri)
+    name = policy.model_name
+    # Re-read the champion under the lock: another sweep may have moved it a moment ago.
+    champion = _current(registry, name, policy.aliases.promoted) if policy.aliases.promoted else None
+    if champion is None and policy.stages.promoted:
+        latest = registry.get_latest_versions(name, stages=[policy.stages.promoted]) if _exists(registry, name) else []
+        champion = latest[0] if latest else None
+
+    champion_value = None
+    promote, reason = True, "no champion yet: the first passing winner becomes champion"
+    if champion is not None and champion["run_id"] == winner.run_id:
+        promote, reason = False, f"run {winner.run_id[:8]} already holds version {champion['version']} as champion"
+        champion_value = winner.value
+    elif champion is not None:
+        champion_value = _champion_value(registry, policy, champion, winner)  # may raise PolicyError
+        promote, reason = beats(policy, winner.value, champion_value)
+
+    version = _register_once(registry, policy, policy_name, winner, sweep_id, reason)
+    decision = Decision("promoted" if promote else "registered", reason, winner.run_id, version["version"],
+                        champion_before=champion["version"] if champion else None,
+                        champion_value=champion_value)
+    decision.champion_after = version["version"] if promote else decision.champion_before
+    if policy.aliases.winner:
+        _move_alias(registry, name, policy.aliases.winner, version, reason, actor, sweep_id, decision)
+    if promote and policy.aliases.promoted:
+        _move_alias(registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision)
+    if policy.stages.winner and not (promote and policy.stages.promoted):
+        _move_stage(registry, name, policy.stages.winner, version, False, decision)
+    if promote and policy.stages.promoted:
+        _move_stage(registry, name, policy.stages.promoted, version, policy.stages.archive_previous, decision)
+    if not promote:
+        decision.action = "registered" if decision.aliases_moved or decision.stages_moved else "kept"
+    return decision
+
+
+def _exists(registry, name: str) -> bool:
+    from runner.errors import ModelNotFound
+
+    try:
+        registry.get_model_versions(name)
+        return True
+    except ModelNotFound:
+        return False
+
+
+def _current(registry, name: str, alias: str) -> dict | None:
+    from runner.errors import ModelNotFound
+
+    try:
+        return registry.get_version_by_alias(name, alias)
+    except (AliasNotFound, ModelNotFound):
+        return None
+
+
+def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate) -> float:
+    """The champion's score, comparable with the winner's: re-scored on the winner's data when the
+    champion was scored on other data or under another protocol (or refused, as the policy says)."""
+    run = registry.client.get_run(champion["run_id"])
+    same = all(run.data.tags.get(tag) == winner.tags.get(tag)
+               for tag in ("runner.data_fingerprint", "runner.protocol"))
+    value = run.data.metrics.get(policy.metric)
+    if same and value is not None:
+        return value
+    why = "was scored on other data or protocol" if value is not None else f"has no {policy.metric}"
+    if policy.champion.on_data_mismatch == "refuse" or policy.metric not in RESCORABLE:
+        raise PolicyError(
+            f"champion version {champion['version']} {why}; the policy refuses to compare "
+            f"(registry.champion.on_data_mismatch={policy.champion.on_data_mismatch}, metric {policy.metric})"
+        )
+    log.info(f"champion version {champion['version']} {why}: re-scoring it on this sweep's validation weeks")
+    return rescore(f"models:/{policy.model_name}/{champion['version']}", winner.params, policy.metric)
+
+
+def rescore(model_uri: str, params: dict[str, str], metric: str) -> float:
+    """Score a registered forecaster on the validation origins of a run's data (from its params)."""
+    import mlflow.pyfunc
+
+    from runner import evaluation, series
+
+    path = params.get("data.path")
+    data_path = series.resolve_path(None if path in (None, "null", "None") else path)
+    frame = series.load_series(data_path)
+    forecaster = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    split = series.split_origins(
+        len(frame), forecaster.prep.min_history,
+        *(int(params.get(f"data.split.{k}", d)) for k, d in (("train_weeks", 7), ("val_weeks", 1), ("test_weeks", 4))),
+    )
+    forecast = forecaster.forecast_many(frame, split.val)
+    scores = evaluation.score(forecast, evaluation.actuals(frame["demand_mw"].to_numpy(), split.val))
+    return scores.as_metrics("val")[metric]
+
+
+def _register_once(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
+                   reason: str) -> dict:
+    for version in registry.get_model_versions(policy.model_name) if _exists(registry, policy.model_name) else []:
+        if version["run_id"] == winner.run_id and version["tags"].get("runner.policy_metric") == policy.metric:
+            return version  # the hook ran before for this run: never register twice
+    tags = {
+        "runner.run_id": winner.run_id,
+        "runner.policy": policy_name,
+        "runner.policy_metric": policy.metric,
+        "runner.metric_value": f"{winner.value:.6g}",
+        "runner.decision_reason": reason,
+        "runner.data_fingerprint": winner.tags.get("runner.data_fingerprint", ""),
+    }
+    if sweep_id:
+        tags[SWEEP_ID_TAG] = sweep_id
+    number = registry.register_model(winner.tags[FORECASTER_URI_TAG], policy.model_name, tags=tags)
+    return registry.get_model_version(policy.model_name, number)
+
+
+def _move_alias(registry, name, alias, version, reason, actor, sweep_id, decision: Decision) -> None:
+    if alias in (version.get("aliases") or []):
+        return
+    registry.set_alias(name, alias, version["version"], reason=reason, actor=actor, sweep_id=sweep_id)
+    decision.aliases_moved.append(f"{alias} -> v{version['version']}")
+
+
+def _move_stage(registry, name, stage, version, archive_previous: bool, decision: Decision) -> None:
+    if version.get("stage") == stage:
+        return
+    registry.transition_model(name, stage, version=version["version"], archive_existing=archive_previous)
+    decision.stages_moved.append(f"{stage} -> v{version['version']}")
+
+
+def build_report(policy: Policy, policy_name: str, decision: Decision, candidates: list[Candidate],
+                 ranked: list[Candidate], sweep_id: str | None, parent_run_id: str | None,
+                 started: float) -> dict[str, Any]:
+    failures = [c.summary() for c in candidates if c.status != "FINISHED"]
+    ranked_ids = {c.run_id for c in ranked}
+    rejected = [c.summary() for c in candidates if c.status == "FINISHED" and c.run_id not in ranked_ids]
+    return {
+        "sweep_id": sweep_id,
+        "parent_run_id": parent_run_id,
+        "policy": {"name": policy_name, **asdict(policy)},
+        "counts": {"runs": len(candidates), "finished": sum(c.status == "FINISHED" for c in candidates),
+                   "failed": len(failures), "passing": len(ranked)},
+        "top": [c.summary() for c in ranked[:REPORT_TOP]],
+        "rejected": rejected,
+        "failures": failures,
+        "decision": asdict(decision),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short console table: the top runs, the decision and why."""
+    policy = report["policy"]
+    metric = policy["metric"]
+    lines = [f"{'rank':>4}  {'job':>4}  {metric:>10}  {'test_mape':>9}  run       name"]
+    for i, row in enumerate(report["top"][:5], start=1):
+        test = f"{row['test_mape']:.3f}" if row["test_mape"] is not None else "-"
+        lines.append(f"{i:>4}  {row['job'] or '-':>4}  {row['value']:>10.4f}  {test:>9}  {row['run_id'][:8]}  "
+                     f"{row['run_name']}")
+    counts = report["counts"]
+    if counts["failed"]:
+        failed = ", ".join(f"#{r['job']} {r['status']}" for r in report["failures"])
+        lines.append(f"failed jobs: {counts['failed']} ({failed})")
+    d = report["decision"]
+    version = f" version {d['version']}" if d["version"] else ""
+    moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
+    lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")
+    return "\n".join(lines)
