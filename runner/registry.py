@@ -1,0 +1,464 @@
+"""The model registry as a small API: `ModelRegistry` registers versions, moves aliases and stages,
+records every move in a history that `rollback` and the registry command line read back, and loads
+registered models ready to predict.
+
+    registry = ModelRegistry()                       # MLFLOW_TRACKING_URI, else outputs/mlflow.db
+    version = registry.register_model("models:/m-...", "uk-demand-forecaster")
+    registry.set_alias("uk-demand-forecaster", "champion", version, reason="beat v3 by 0.2 val_mape")
+    registry.rollback("uk-demand-forecaster", reason="v5 misbehaves in production")
+
+The history: one registered-model tag per event, key `runner.alias_event.<ms timestamp>-<uuid>` (so
+keys sort by time), value a JSON object with alias, from_version, to_version, when (ISO UTC), reason,
+actor, sweep_id and action (set, delete, rollback, stage). Stage changes are events of the pseudo-alias
+`stage:<Stage>`. Tags live with the model, so the history works the same on SQLite and on a server,
+and it survives the deletion of versions.
+
+Versions come back as plain dicts (see `version_dict`). Errors are the package's own exceptions.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
+from runner.tracking import DEFAULT_STORE_DIR, prepare_store, resolve_store
+
+EVENT_TAG_PREFIX = "runner.alias_event."
+STAGES = ("None", "Staging", "Production", "Archived")
+STAGE_PREFIX = "stage:"
+
+
+def default_actor() -> str:
+    """`$USER@hostname`: who moved an alias when nobody says."""
+    try:
+        user = os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no user database entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def version_dict(mv) -> dict[str, Any]:
+    """A model version as a plain dict: name, version (str), aliases (list), stage, run_id, model_id,
+    tags, source, status, description, creation_timestamp, last_updated_timestamp (ms), user_id."""
+    return {
+        "name": mv.name,
+        "version": str(mv.version),
+        "aliases": sorted(mv.aliases or []),
+        "stage": mv.current_stage or "None",
+        "run_id": mv.run_id,
+        "model_id": getattr(mv, "model_id", None),
+        "tags": dict(mv.tags or {}),
+        "source": mv.source,
+        "status": mv.status,
+        "description": mv.description or "",
+        "creation_timestamp": mv.creation_timestamp,
+        "last_updated_timestamp": mv.last_updated_timestamp,
+        "user_id": mv.user_id,
+    }
+
+
+def model_dict(rm) -> dict[str, Any]:
+    """A registered model as a plain dict: name, description, aliases ({alias: version}), tags (the
+    history's event tags left out), creation/last_updated timestamps (ms)."""
+    return {
+        "name": rm.name,
+        "description": rm.description or "",
+        "aliases": _aliases(rm),
+        "tags": {k: v for k, v in (rm.tags or {}).items() if not k.startswith(EVENT_TAG_PREFIX)},
+        "creation_timestamp": rm.creation_timestamp,
+        "last_updated_timestamp": rm.last_updated_timestamp,
+    }
+
+
+def _aliases(rm) -> dict[str, str]:
+    aliases = rm.aliases or {}
+    if isinstance(aliases, Mapping):
+        return {str(k): str(v) for k, v in aliases.items()}
+    return {a.alias: str(a.version) for a in aliases}  # older entity shape: a list of alias objects
+
+
+def canonical_stage(stage: str) -> str:
+    for known in STAGES:
+        if str(stage).lower() == known.lower():
+            return known
+    raise ValueError(f"stage: must be one of {', '.join(STAGES)}; got {stage!r}")
+
+
+def parse_model_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """`name`, `name@alias` or `name/version` -> (name, version, alias)."""
+    if "@" in reference:
+        name, alias = reference.rsplit("@", 1)
+        return name, None, alias
+    name, sep, version = reference.rpartition("/")
+    if sep and version.isdigit():
+        return name, version, None
+    return reference, None, None
+
+
+class ModelRegistry:
+    """Registered models, their versions, aliases, stages and the history of their moves.
+
+    `tracking_uri=None` means `MLFLOW_TRACKING_URI`, then the embedded store under `store_dir`.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, store_dir: str | os.PathLike = DEFAULT_STORE_DIR):
+        self.store = resolve_store(tracking_uri, store_dir)
+        prepare_store(self.store)
+        self.tracking_uri = self.store.tracking_uri
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # -- errors -------------------------------------------------------------------------------------
+    def _call(self, method, *args, **kwargs):
+        """Call the client; an unreachable store becomes TrackingUnavailable."""
+        try:
+            return method(*args, **kwargs)
+        except MlflowException as error:
+            if "API request" in str(error) or "Max retries" in str(error):
+                raise TrackingUnavailable(f"tracking store {self.store.display_uri}: {error}") from None
+            raise
+
+    @staticmethod
+    def _missing(error: MlflowException) -> bool:
+        missing_codes = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+        return error.error_code in missing_codes or "not found" in str(error).lower()
+
+    def _registered(self, name: str):
+        try:
+            return self._call(self.client.get_registered_model, name)
+        except MlflowException as error:
+            if self._missing(error) or error.error_code == "INVALID_PARAMETER_VALUE":
+                where = self.store.display_uri
+                raise ModelNotFound(f"no registered model named {name!r} in {where}") from None
+            raise
+
+    def _version(self, name: str, version: str | int):
+        version = str(version)
+        if not version.isdigit():
+            raise VersionNotFound(f"model {name!r}: version must be a number; got {version!r}")
+        try:
+            return self._call(self.client.get_model_version, name, version)
+        except MlflowException as error:
+            if not (self._missing(error) or error.error_code == "INVALID_PARAMETER_VALUE"):
+                raise
+        self._registered(name)  # raises ModelNotFound when the model itself is missing
+        raise VersionNotFound(f"model {name!r} has no version {version}")
+
+    # -- models and versions ------------------------------------------------------------------------
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every registered model (see `model_dict`), sorted by name."""
+        models, token = [], None
+        while True:
+            page = self._call(self.client.search_registered_models, max_results=1000, page_token=token)
+            models.extend(page)
+            token = page.token
+            if not token:
+                break
+        return sorted((model_dict(m) for m in models), key=lambda m: m["name"])
+
+    def get_registered_model(self, name: str) -> dict[str, Any]:
+        return model_dict(self._registered(name))
+
+    def register_model(self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """Register `model_uri` (`models:/m-...` of a logged model, or `runs:/<run_id>/<name>`) as a new
+        version of `name` (the registered model is created when missing). Returns the version."""
+        try:
+            self._call(self.client.create_registered_model, name)
+        except MlflowException as error:
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        source, run_id, model_id = self._resolve_source(model_uri)
+        version = self._call(
+            self.client.create_model_version, name, source, run_id=run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()}, model_id=model_id,
+        )
+        return str(version.version)
+
+    def _resolve_source(self, model_uri: str) -> tuple[str, str | None, str | None]:
+        """(source, run_id, model_id) of a model URI, so the version links back to its run."""
+        if model_uri.startswith("models:/m-"):
+            model_id = model_uri[len("models:/"):].split("/", 1)[0]
+            try:
+                logged = self._call(self.client.get_logged_model, model_id)
+            except MlflowException:
+                raise ModelNotFound(f"no logged model {model_id!r} in {self.store.display_uri}") from None
+            # The artifact location, not the models:/ URI: MLflow's SQL registry store resolves a models:/
+            # source with the *global* tracking URI, which may be another store (MLflow 3.17).
+            return logged.artifact_location, logged.source_run_id, model_id
+        if model_uri.startswith("runs:/"):
+            run_id, _, artifact_path = model_uri[len("runs:/"):].partition("/")
+            try:
+                run = self._call(self.client.get_run, run_id)
+            except MlflowException:
+                from runner.errors import RunNotFound
+
+                raise RunNotFound(f"no run {run_id!r} in {self.store.display_uri}") from None
+            logged = self._call(
+                self.client.search_logged_models, [run.info.experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'",
+            )
+            if logged:
+                return logged[0].artifact_location, run_id, logged[0].model_id
+            return f"{run.info.artifact_uri}/{artifact_path}", run_id, None
+        return model_uri, None, None
+
+    def get_model_versions(self, name: str) -> list[dict[str, Any]]:
+        """All versions of `name`, oldest first (see `version_dict`)."""
+        model = self._registered(name)
+        found, token = [], None
+        while True:
+            page = self._call(self.client.search_model_versions, f"name = '{_quote(name)}'", page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        # search results may not carry aliases on every store: take them from the registered model
+        by_version: dict[str, list[str]] = {}
+        for alias, version in _aliases(model).items():
+            by_version.setdefault(version, []).append(alias)
+        versions = []
+        for mv in found:
+            item = version_dict(mv)
+            item["aliases"] = sorted(by_version.get(item["version"], []))
+            versions.append(item)
+        return sorted(versions, key=lambda v: int(v["version"]))
+
+    def get_model_version(self, name: str, version: str | int) -> dict[str, Any]:
+        return version_dict(self._version(name, version))
+
+    def get_latest_versions(self, name: str, stages: list[str] | None = None) -> list[dict[str, Any]]:
+        """The newest version in each stage (all stages when `stages` is None), as MLflow's deprecated
+        method of the same name did; computed here so that no deprecation warning is raised."""
+        wanted = None if stages is None else {canonical_stage(s) for s in stages}
+        latest: dict[str, dict[str, Any]] = {}
+        for item in self.get_model_versions(name):
+            if wanted is not None and item["stage"] not in wanted:
+                continue
+            latest[item["stage"]] = item  # versions come oldest first: the last one wins
+        return sorted(latest.values(), key=lambda v: int(v["version"]))
+
+    def delete_model_version(self, name: str, version: str | int) -> None:
+        self._version(name, version)
+        self._call(self.client.delete_model_version, name, str(version))
+
+    def set_model_version_tag(self, name: str, version: str | int, key: str, value: Any) -> None:
+        self._version(name, version)
+        self._call(self.client.set_model_version_tag, name, str(version), key, str(value))
+
+    # -- stages ------------------------------------------------------------------------------------
+    def transition_model(self, name: str, stage: str, version: str | int | None = None,
+                         archive_existing: bool = False, reason: str = "", actor: str | None = None,
+                         sweep_id: str | None = None) -> dict[str, Any]:
+        """Move `version` (default: the newest) to a classic stage; `archive_existing` sends the other
+        versions of that stage to Archived. MLflow's stage deprecation warning is kept quiet. The move is
+        recorded in the history as alias `stage:<Stage>`. Returns the version dict."""
+        stage = canonical_stage(stage)
+        if version is None:
+            versions = self.get_model_versions(name)
+            if not versions:
+                raise VersionNotFound(f"model {name!r} has no versions")
+            version = versions[-1]["version"]
+        current = version_dict(self._version(name, version))
+        holders = self.get_latest_versions(name, [stage])
+        previous = [v["version"] for v in holders if v["version"] != current["version"]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            archive = archive_existing and stage in ("Staging", "Production")
+            moved = self._call(self.client.transition_model_version_stage, name, str(version), stage,
+                               archive_existing_versions=archive)
+        self._record(name, {
+            "alias": f"{STAGE_PREFIX}{stage}",
+            "from_version": previous[-1] if previous else None,
+            "to_version": str(version),
+            "previous_stage": current["stage"],
+            "archived_existing": bool(archive_existing),
+        }, "stage", reason, actor, sweep_id)
+        return version_dict(moved)
+
+    # -- aliases -----------------------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: str | int, reason: str = "", actor: str | None = None,
+                  sweep_id: str | None = None, action: str = "set") -> dict[str, Any]:
+        """Point `alias` at `version` and record the move; returns the recorded event."""
+        _check_alias(alias)
+        self._version(name, version)
+        current = _aliases(self._registered(name)).get(alias)
+        self._call(self.client.set_registered_model_alias, name, alias, str(version))
+        return self._record(name, {"alias": alias, "from_version": current, "to_version": str(version)},
+                            action, reason, actor, sweep_id)
+
+    def delete_alias(self, name: str, alias: str, reason: str = "", actor: str | None = None,
+                     sweep_id: str | None = None) -> dict[str, Any]:
+        """Remove `alias` (AliasNotFound when it is not set) and record it; returns the event."""
+        current = _aliases(self._registered(name)).get(alias)
+        if current is None:
+            raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+        self._call(self.client.delete_registered_model_alias, name, alias)
+        return self._record(name, {"alias": alias, "from_version": current, "to_version": None},
+                            "delete", reason, actor, sweep_id)
+
+    def get_version_by_alias(self, name: str, alias: str) -> dict[str, Any]:
+        version = _aliases(self._registered(name)).get(alias)
+        if version is None:
+            raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
+        return version_dict(self._version(name, version))
+
+    def resolve_version(self, name: str, reference: str | int) -> dict[str, Any]:
+        """A version given as `3` or `@champion` (or `champion` when it is not a number)."""
+        text = str(reference)
+        if text.startswith("@"):
+            return self.get_version_by_alias(name, text[1:])
+        if text.isdigit():
+            return self.get_model_version(name, text)
+        return self.get_version_by_alias(name, text)
+
+    # -- history -----------------------------------------------------------------------------------
+    def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Recorded moves of `alias` (every alias and stage when None), oldest first. Each event: alias,
+        from_version, to_version, when, reason, actor, sweep_id, action, key."""
+        return _events(self._registered(name), alias)
+
+    def rollback(self, name: str, alias: str = "champion", reason: str = "", actor: str | None = None,
+                 sweep_id: str | None = None) -> dict[str, Any]:
+        """Move `alias` back to the version that held it before its latest move that has not been
+        rolled back already (so repeated rollbacks walk further back). Works for `stage:<Stage>` too.
+        Returns the recorded event (action `rollback`)."""
+        model = self._registered(name)
+        events = _events(model, alias)
+        undone = {e["undoes"] for e in events if e.get("undoes")}
+        moves = [e for e in events if e["action"] != "rollback" and e["key"] not in undone]
+        if not moves:
+            raise RunnerError(f"model {name!r}: no recorded move of {alias!r} to roll back")
+        latest = moves[-1]
+        target = latest["from_version"]
+        if target is None:
+            raise RunnerError(f"model {name!r}: {alias!r} held no version before version "
+                              f"{latest['to_version']} (set at {latest['when']}); nothing to roll back to")
+        self._version(name, target)  # VersionNotFound when it was deleted since
+        if alias.startswith(STAGE_PREFIX):
+            stage = alias[len(STAGE_PREFIX):]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._call(self.client.transition_model_version_stage, name, str(target), stage,
+                           archive_existing_versions=True)
+            current = latest["to_version"]
+        else:
+            current = _aliases(model).get(alias)
+            if current != latest["to_version"]:
+                raise RunnerError(
+                    f"model {name!r}: {alias!r} is on version {current}, but its last recorded move put it "
+                    f"on {latest['to_version']}; it was moved outside this history, set it with promote"
+                )
+            self._call(self.client.set_registered_model_alias, name, alias, str(target))
+        return self._record(name, {"alias": alias, "from_version": current, "to_version": str(target),
+                                   "undoes": latest["key"]}, "rollback", reason, actor, sweep_id, model)
+
+    def _record(self, name: str, fields: dict[str, Any], action: str, reason: str, actor: str | None,
+                sweep_id: str | None, model=None) -> dict[str, Any]:
+        model = model or self._registered(name)
+        stamp = int(time.time() * 1000)
+        latest = [k for k in (model.tags or {}) if k.startswith(EVENT_TAG_PREFIX)]
+        if latest:  # keys must sort in the order the events happened, even within one millisecond
+            stamp = max(stamp, int(max(latest)[len(EVENT_TAG_PREFIX):].split("-", 1)[0]) + 1)
+        key = f"{EVENT_TAG_PREFIX}{stamp:015d}-{uuid.uuid4().hex[:8]}"
+        event = {
+            **fields,
+            "action": action,
+            "when": datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="milliseconds"),
+            "reason": reason or "",
+            "actor": actor or default_actor(),
+            "sweep_id": sweep_id,
+        }
+        self._call(self.client.set_registered_model_tag, name, key, json.dumps(event, sort_keys=True))
+        return {**event, "key": key}
+
+    # -- loading ------------------------------------------------------------------------------------
+    def model_uri(self, name: str, version: str | int | None = None, stage: str | None = None,
+                  alias: str | None = None) -> str:
+        """`models:/name/<version>` of the version chosen by version, alias, stage (newest in it),
+        or the newest version when none is given; `name` may be `name@alias` or `name/version`."""
+        ref_name, ref_version, ref_alias = parse_model_reference(name)
+        name, version, alias = ref_name, version or ref_version, alias or ref_alias
+        if sum(x is not None for x in (version, stage, alias)) > 1:
+            raise ValueError("give at most one of version, stage and alias")
+        if alias is not None:
+            chosen = self.get_version_by_alias(name, alias)["version"]
+        elif stage is not None:
+            latest = self.get_latest_versions(name, [stage])
+            if not latest:
+                raise VersionNotFound(f"model {name!r} has no version in stage {canonical_stage(stage)}")
+            chosen = latest[-1]["version"]
+        elif version is not None:
+            chosen = self.get_model_version(name, version)["version"]
+        else:
+            versions = self.get_model_versions(name)
+            if not versions:
+                raise VersionNotFound(f"model {name!r} has no versions")
+            chosen = versions[-1]["version"]
+        return f"models:/{name}/{chosen}"
+
+    def get_model(self, name: str, version: str | int | None = None, stage: str | None = None,
+                  alias: str | None = None):
+        """The chosen version loaded as an MLflow pyfunc model, ready to `predict` (imports TensorFlow
+        when the model is a Keras one)."""
+        uri = self.model_uri(name, version, stage, alias)
+        import mlflow
+        import mlflow.pyfunc
+
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return mlflow.pyfunc.load_model(uri)
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+
+    # -- lineage ------------------------------------------------------------------------------------
+    def get_model_lineage(self, name: str, version: str | int) -> dict[str, Any]:
+        """Where a version came from: see `runner.lineage.lineage`."""
+        from runner.lineage import lineage
+
+        return lineage(self, name, version)
+
+
+def _events(model, alias: str | None) -> list[dict[str, Any]]:
+    events = []
+    for key, value in (model.tags or {}).items():
+        if not key.startswith(EVENT_TAG_PREFIX):
+            continue
+        try:
+            event = json.loads(value)
+        except ValueError:
+            continue  # not ours to interpret
+        if alias is None or event.get("alias") == alias:
+            events.append({"action": "set", **event, "key": key})
+    return sorted(events, key=lambda e: e["key"])
+
+
+def _check_alias(alias: str) -> None:
+    if not alias or alias.startswith(STAGE_PREFIX) or alias.lower() == "latest" or alias.isdigit():
+        raise ValueError(f"alias: must be a name such as champion (not empty, 'latest', a number or "
+                         f"'{STAGE_PREFIX}...'); got {alias!r}")
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+if __name__ == "__main__":  # `python -m runner.registry` is the registry command line
+    from runner.registry_cli import main
+
+    main()
