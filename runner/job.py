@@ -34,6 +34,7 @@ log = logging.getLogger("runner")
 
 PARENT_RUN_ENV = "RUNNER_PARENT_RUN_ID"  # set for every job of a sweep by the sweep hook
 SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
+REPRODUCES_ENV = "RUNNER_REPRODUCES"  # set by `runner-registry reproduce`: the run being reproduced
 PROTOCOL_VERSION = "1"  # bump when origins, features or metrics change meaning
 
 
@@ -155,6 +156,8 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
         "runner.registry_policy": ctx.registry_name,
         **git_state(Path(__file__).resolve().parent),
     }
+    if os.environ.get(REPRODUCES_ENV):
+        tags["runner.reproduces"] = os.environ[REPRODUCES_ENV]
     if ctx.sweep_id:
         tags["runner.sweep_id"] = ctx.sweep_id
     if ctx.job_num is not None:
