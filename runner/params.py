@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 # MLflow's limits (mlflow.utils.validation): longer values or keys are rejected by the store.
 MAX_PARAM_VALUE = 6000
@@ -17,8 +17,11 @@ SECRET_KEY = re.compile(
     r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|authorization|bearer)",
     re.IGNORECASE,
 )
-# user:password@ inside a URI (postgresql://u:p@host/db, http://u:p@host)
-URI_PASSWORD = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+# user:password@ in a URI anywhere in a text (postgresql://u:p@host/db, "tracking.uri=http://u:p@host").
+# The password runs to the last "@" of the authority, so an unescaped "@" in it is still hidden.
+URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/?#@\s:]*):[^/?#\s]*@", re.IGNORECASE)
+# MLflow accepts only alphanumerics, "_", "-", ".", " ", ":" and "/" in a key: no brackets in this marker.
+KEY_TRUNCATION_MARKER = "...truncated-"
 
 
 def is_secret_key(key: str) -> bool:
@@ -26,13 +29,8 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_uri(value: str) -> str:
-    if not URI_PASSWORD.match(value):
-        return value
-    parts = urlsplit(value)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:{REDACTED}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The text with the password of every URI in it replaced by the REDACTED marker."""
+    return URI_PASSWORD.sub(lambda match: f"{match['head']}:{REDACTED}@", value)
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -41,8 +39,8 @@ def redact(value: Any, key: str = "") -> Any:
         return REDACTED
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
+    if isinstance(value, list):  # `api_keys: [a, b]`: the items inherit the list's secret-looking key
+        return [redact(v, key if not isinstance(v, Mapping | list) else "") for v in value]
     if isinstance(value, str):
         return redact_uri(value)
     return value
@@ -72,6 +70,13 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
+def truncate_key(key: str) -> str:
+    """A key cut to MLflow's limit, kept unique by a digest of the whole key (two long keys often
+    share their first 250 characters)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return key[: MAX_PARAM_KEY - len(KEY_TRUNCATION_MARKER) - len(digest)] + KEY_TRUNCATION_MARKER + digest
+
+
 def to_params(config: Mapping[str, Any]) -> dict[str, str]:
     """The params to log for a resolved config: flattened, redacted, within MLflow's limits."""
     params = {}
@@ -80,6 +85,6 @@ def to_params(config: Mapping[str, Any]) -> dict[str, str]:
         if len(text) > MAX_PARAM_VALUE:
             text = text[: MAX_PARAM_VALUE - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
         if len(key) > MAX_PARAM_KEY:
-            key = key[: MAX_PARAM_KEY - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+            key = truncate_key(key)
         params[key] = text
     return params

@@ -1,0 +1,178 @@
+"""Shared fixtures: composed configs, an isolated MLflow store per test, the CLI as a subprocess, and one
+end-to-end run per session whose store several test files inspect.
+
+Nothing here imports MLflow or TensorFlow at module level: the fast tests (configs, params, bad input)
+stay free of both. Every store lives under a pytest temporary folder, never under the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+# The smallest settings that still train: every training test starts from these.
+TINY_MLP = ["model=mlp", "model.hidden=[16]", "epochs=1", "data.train_stride=16"]
+TINY_LSTM = ["model=lstm", "model.units=8", "model.dense_units=8", "data.window=48", "epochs=1",
+             "data.train_stride=16"]
+# The session's end-to-end run: two epochs so that per-epoch histories have more than one point.
+E2E_OVERRIDES = ["model=mlp", "lr=0.01", "epochs=2", "data.train_stride=16", "model.hidden=[16]"]
+CLI_TIMEOUT = 600
+
+
+# -- composing configs ------------------------------------------------------------------------------
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config exactly as `python -m runner OVERRIDES` composes it, with the `hydra` node."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="runner.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """What `@hydra.main` hands the task: the composed config without its `hydra` node."""
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    return job
+
+
+@pytest.fixture(scope="session")
+def cfg_tiny_global() -> DictConfig:
+    return compose_config(TINY_MLP)
+
+
+@pytest.fixture
+def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """A copy of the tiny training config whose store and outputs are under tmp_path."""
+    cfg = cfg_tiny_global.copy()
+    with open_dict(cfg):
+        cfg.tracking.uri = sqlite_uri(tmp_path / "mlflow.db")
+        cfg.tracking.store_dir = str(tmp_path / "outputs")
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.runtime.cwd = str(tmp_path)
+    return cfg
+
+
+# -- MLflow isolation -------------------------------------------------------------------------------
+def sqlite_uri(db: Path) -> str:
+    return f"sqlite:///{db.resolve()}"
+
+
+@pytest.fixture(autouse=True)
+def mlflow_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the caller's MLflow settings or a sweep's parent run, and no test leaves an active
+    run or a global tracking URI behind (after kedro-mlflow's tests/conftest.py)."""
+    for name in list(os.environ):
+        if name.startswith("MLFLOW_") or name in ("RUNNER_PARENT_RUN_ID", "RUNNER_SWEEP_ID"):
+            monkeypatch.delenv(name)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # only when a test imported it: the fast tests stay free of MLflow
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A temporary SQLite store for in-process tests."""
+    return sqlite_uri(tmp_path / "mlflow.db")
+
+
+def store_runs(db: Path) -> list:
+    """All runs of every experiment in the SQLite store `db`; [] when the file does not exist (opening
+    it with MlflowClient would create it, and its absence is what some tests check)."""
+    if not Path(db).exists():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri(Path(db)))
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiment_ids) if experiment_ids else []
+
+
+# -- the command line -------------------------------------------------------------------------------
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one without MLflow settings or sweep variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", "RUNNER_SWEEP_ID")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra or {})
+    return env
+
+
+def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = CLI_TIMEOUT) -> CliResult:
+    """`python -m runner ARGS` in `cwd`; returns (returncode, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(env),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(name="run_cli")
+def run_cli_fixture(tmp_path: Path) -> Callable[..., CliResult]:
+    """run_cli(*args, cwd=tmp_path, env=None): the CLI as a subprocess, by default in tmp_path."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = CLI_TIMEOUT) -> CliResult:
+        return run_cli(args, cwd or tmp_path, env, timeout)
+
+    return run
+
+
+# -- one real end-to-end run per session ------------------------------------------------------------
+@dataclass
+class FinishedRun:
+    """A CLI run on the embedded store of `cwd` (no tracking.uri, no MLFLOW_TRACKING_URI)."""
+
+    cwd: Path
+    cli: CliResult
+    db: Path
+    tracking_uri: str
+    run_id: str
+
+    @property
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    @property
+    def run(self):
+        return self.client.get_run(self.run_id)
+
+
+def finished_run(cwd: Path, overrides: Sequence[str]) -> FinishedRun:
+    cli = run_cli(overrides, cwd)
+    assert cli.returncode == 0, f"the run failed:\n{cli.stdout}\n{cli.stderr}"
+    db = cwd / "outputs" / "mlflow.db"
+    runs = store_runs(db)
+    assert len(runs) == 1, f"expected one run in {db}, found {len(runs)}"
+    return FinishedRun(cwd, cli, db, sqlite_uri(db), runs[0].info.run_id)
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+    """`python -m runner model=mlp lr=0.01 epochs=2 ...` with the forecaster logged: inspected by several
+    tests (run, params, metrics, artifacts, tags, the forecaster in and out of process)."""
+    return finished_run(tmp_path_factory.mktemp("e2e"), E2E_OVERRIDES)
