@@ -64,7 +64,7 @@ def task(cfg: DictConfig) -> float:
     except (ConfigError, RunnerError) as error:
         # SystemExit passes through Hydra untouched (an Exception would get a multi-line report);
         # in a sweep it stops the sweep at once, which is right for input that can never work.
-        raise SystemExit(_fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED))
+        raise SystemExit(_fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
         log.info(

@@ -27,7 +27,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import __version__
-from runner.config_schema import Validated, to_plain
+from runner.config_schema import Validated
 from runner.params import is_secret_key, redact
 
 log = logging.getLogger("runner")
@@ -83,9 +83,19 @@ def redact_overrides(overrides: Sequence[str]) -> list[str]:
     return redacted
 
 
+def _short(override: str) -> str:
+    """`lr=0.003907142674720521` -> `lr=0.003907` (the exact value is in the params)."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}={number:.4g}" if sep and "." in value and len(value) > 8 else override
+
+
 def run_name(model_name: str, overrides: Sequence[str]) -> str:
-    """`lstm lr=0.001`: the model, then the overrides that are not the model choice."""
-    rest = [o for o in redact_overrides(overrides) if not o.startswith(("model=", "hydra."))]
+    """`lstm lr=0.001`: the model, then the overrides that are not the model or preset choice."""
+    rest = [_short(o) for o in redact_overrides(overrides) if not o.startswith(("model=", "hydra.", "sweep="))]
     return " ".join([model_name, *rest])
 
 

@@ -97,7 +97,7 @@ def beats(policy: Policy, winner: float, champion: float) -> tuple[bool, str]:
     verdict = improvement > 0 and improvement >= required
     return verdict, (f"{policy.metric} {winner:.4f} vs champion {champion:.4f}: improvement {improvement:.4f}"
                      f" {'>=' if verdict else '<'} required {max(required, 0):.4f}"
-                     + ("" if required > 0 else " (must be strictly better)"))
+                     + ("" if required > 0 or verdict else " (must be strictly better)"))
 
 
 def default_actor() -> str:

@@ -94,6 +94,10 @@ def start_sweep(config: DictConfig) -> SweepState:
 
     _validate_every_job(config)
     validated = validate(config)
+    if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its study banner is noise here
     c = validated.config
     base_dir = config.hydra.runtime.cwd
     store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
