@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from runner.config_schema import MODES, ConfigError, validate  # noqa: E402
+from runner.config_schema import MODES, ConfigError, unknown_key_message, validate  # noqa: E402
 from runner.errors import RunnerError  # noqa: E402
 
 log = logging.getLogger("runner")
@@ -106,18 +106,17 @@ def one_line(error: BaseException) -> str:
         detail = str(getattr(cause, "msg", None) or cause).splitlines()[0]
         match = re.search(r"override (\S+)", text)
         if "not in struct" in detail or "Could not override" in text:
-            bad = key or (match.group(1).split("=")[0] if match else "")
-            return f"{bad}: unknown key; to see the keys: python -m runner --cfg job"
+            return unknown_key_message(key or (match.group(1).split("=")[0] if match else ""))
         text = f"{key}: {detail}" if key else f"{text.splitlines()[0]}: {detail}"
     elif "Could not override" in text:
         match = re.search(r"Could not override '([^']+)'", text)
-        return f"{match.group(1) if match else 'override'}: unknown key; to see the keys: python -m runner --cfg job"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and lines[0].startswith("In '") and "Could not find" in text:
-        group = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+        return unknown_key_message(match.group(1) if match else "override")
+    # drop Hydra's "Config search path:" listing that follows some messages
+    lines = [line.strip() for line in text.split("Config search path:")[0].splitlines() if line.strip()]
+    group = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if group and any(line.startswith("Available options") for line in lines):
         options = [ln for ln in lines if not ln.startswith(("In '", "Available options", "Could not find"))]
-        if group:
-            return f"{group.group(1)}={group.group(2)}: no such option; allowed: {', '.join(options)}"
+        return f"{group.group(1)}={group.group(2)}: no such option; allowed: {', '.join(options)}"
     return "; ".join(lines) or type(error).__name__
 
 

@@ -223,17 +223,24 @@ class Validated:
     builder: str  # dotted path of the builder function (the model's _target_)
 
 
+def allowed_keys(parent_key: str, schema: type = None) -> list[str]:
+    """The keys a schema allows under `parent_key` ("" for the root); [] when not known."""
+    node = schema or RunnerConfig
+    for part in filter(None, parent_key.split(".")):
+        node = _dataclass_of(node, part) if dataclasses.is_dataclass(node) else None
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def unknown_key_message(key: str, schema: type = None) -> str:
+    allowed = allowed_keys(key.rpartition(".")[0], schema)
+    return f"{key}: unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+
+
 def _format_omegaconf_error(error: OmegaConfBaseException, schema: type) -> str:
     key = getattr(error, "full_key", None) or "config"
     message = str(getattr(error, "msg", None) or error).splitlines()[0]
     if isinstance(error, ConfigKeyError):
-        parent_key, _, leaf = key.rpartition(".")
-        node = schema
-        for part in filter(None, parent_key.split(".")):
-            hints = {f.name: f.type for f in dataclasses.fields(node)}
-            node = _dataclass_of(node, part) or hints.get(part)
-        allowed = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-        return f"{key}: unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return unknown_key_message(key, schema)
     return f"{key}: {message}"
 
 
