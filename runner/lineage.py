@@ -1,0 +1,104 @@
+"""Lineage: from a registered model version back to the run, sweep, config, code and data it came from.
+
+Everything is read from the store (the run's params, metrics, tags and its `config.yaml` and
+`overrides.yaml` artifacts), so lineage works on any machine that can reach the store.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.exceptions import MlflowException
+
+from runner.errors import RunNotFound
+from runner.tracking import run_dict
+
+CONFIG_ARTIFACT = "config.yaml"
+OVERRIDES_ARTIFACT = "overrides.yaml"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def read_yaml_artifact(client, run_id: str, path: str) -> Any | None:
+    """A YAML artifact of a run, parsed; None when the run has no such artifact."""
+    with tempfile.TemporaryDirectory(prefix="lineage-") as folder:
+        try:
+            local = client.download_artifacts(run_id, path, folder)
+        except (MlflowException, OSError):
+            return None
+        file = Path(local)
+        if not file.is_file():
+            return None
+        return yaml.safe_load(file.read_text())
+
+
+def get_run(client, run_id: str, where: str = "the store") -> dict[str, Any]:
+    try:
+        return run_dict(client.get_run(run_id))
+    except MlflowException:
+        raise RunNotFound(f"no run {run_id!r} in {where}") from None
+
+
+def run_overrides(client, run: dict[str, Any]) -> list[str]:
+    """The command-line overrides a run was started with: `overrides.yaml`, else the tag."""
+    logged = read_yaml_artifact(client, run["run_id"], OVERRIDES_ARTIFACT)
+    if isinstance(logged, list):
+        return [str(item) for item in logged]
+    return shlex.split(run["tags"].get("runner.overrides", ""))
+
+
+def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
+    """A version's lineage as a dict: name, version, aliases, stage, version_tags, source, run_id,
+    run_name, run_status, experiment_id, parent_run_id (the sweep's parent run), sweep_id, job_num,
+    params, metrics (final values), config (the resolved config, parsed from `config.yaml`), overrides,
+    git_commit, git_dirty, data_fingerprint, data_file, protocol, runner_version, forecaster_uri and
+    events (the recorded alias and stage moves to or from this version, oldest first).
+
+    `version` may be a number or `@alias`."""
+    item = registry.resolve_version(name, version)
+    number = item["version"]
+    events = [e for e in registry.alias_history(name)
+              if number in (e.get("to_version"), e.get("from_version"))]
+    result: dict[str, Any] = {
+        "name": name,
+        "version": number,
+        "aliases": item["aliases"],
+        "stage": item["stage"],
+        "version_tags": item["tags"],
+        "source": item["source"],
+        "creation_timestamp": item["creation_timestamp"],
+        "run_id": item["run_id"],
+        "events": events,
+    }
+    empty = dict.fromkeys(("run_name", "run_status", "experiment_id", "parent_run_id", "sweep_id", "job_num",
+                           "config", "git_commit", "git_dirty", "data_fingerprint", "data_file", "protocol",
+                           "runner_version", "forecaster_uri"))
+    result.update(empty, params={}, metrics={}, overrides=[])
+    if not item["run_id"]:
+        return result
+    client = registry.client
+    run = get_run(client, item["run_id"], registry.store.display_uri)
+    tags = run["tags"]
+    result.update(
+        run_name=run["run_name"],
+        run_status=run["status"],
+        experiment_id=run["experiment_id"],
+        parent_run_id=tags.get(PARENT_TAG),
+        sweep_id=tags.get("runner.sweep_id"),
+        job_num=tags.get("runner.job_num"),
+        params=run["params"],
+        metrics=run["metrics"],
+        config=read_yaml_artifact(client, run["run_id"], CONFIG_ARTIFACT),
+        overrides=run_overrides(client, run),
+        git_commit=tags.get("runner.git_commit") or tags.get("mlflow.source.git.commit"),
+        git_dirty=tags.get("runner.git_dirty"),
+        data_fingerprint=tags.get("runner.data_fingerprint"),
+        data_file=tags.get("runner.data_file"),
+        protocol=tags.get("runner.protocol"),
+        runner_version=tags.get("runner.version"),
+        forecaster_uri=tags.get("runner.forecaster_uri"),
+    )
+    return result

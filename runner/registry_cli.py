@@ -1,0 +1,400 @@
+"""The registry command line: see and steer the model registry without writing code.
+
+    runner-registry models                                   # registered models, their aliases
+    runner-registry versions uk-demand-forecaster            # versions, aliases, stages, val_mape
+    runner-registry show uk-demand-forecaster @champion
+    runner-registry promote uk-demand-forecaster 3 --alias champion --reason "beat v2 on the holdout"
+    runner-registry promote uk-demand-forecaster 3 --stage Production --archive-existing --reason "..."
+    runner-registry rollback uk-demand-forecaster --reason "v3 misbehaves"
+    runner-registry history uk-demand-forecaster --alias champion
+    runner-registry lineage uk-demand-forecaster @champion
+    runner-registry reproduce uk-demand-forecaster @champion
+    runner-registry stale-runs --older-than 300 --close
+
+Also `python -m runner.registry_cli ...` and `python -m runner.registry ...`. Tables by default,
+`--json` for scripts. `--tracking-uri` (default: MLFLOW_TRACKING_URI, then ./outputs/mlflow.db).
+Unknown names and versions: one line on stderr, exit 1; bad usage: exit 2. TensorFlow is imported
+only by `reproduce` (in the training subprocess), never by this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_METRIC = "val_mape"  # the default policy's metric (conf/registry/default.yaml)
+LOCK_MODEL_SUFFIX = ".promotion-lock"  # runner.locks' mutex on server stores, not a real model
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- formatting ------------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def short(text: str | None, width: int = 60) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def headline_metrics(metrics: dict[str, float]) -> str:
+    """The per-version scores (val_*, test_*), without per-lead series whose last step means little."""
+    shown = [k for k in sorted(metrics) if k.startswith(("val_", "test_")) and "by_lead" not in k]
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in shown) or "-"
+
+
+def emit(args, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def event_rows(events: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[e["when"][:19].replace("T", " "), e["alias"], e.get("action"), e.get("from_version"),
+             e.get("to_version"), e.get("actor"), (e.get("sweep_id") or "")[:8], short(e.get("reason"), 50)]
+            for e in events]
+
+
+EVENT_HEADERS = ["when (UTC)", "alias", "action", "from", "to", "actor", "sweep", "reason"]
+
+
+# -- the store -------------------------------------------------------------------------------------
+def open_registry(args):
+    """The registry of --tracking-uri, else MLFLOW_TRACKING_URI, else ./outputs/mlflow.db. A missing
+    embedded database is an error here (reading must not create an empty store)."""
+    from runner.registry import ModelRegistry
+    from runner.tracking import resolve_store, sqlite_path
+
+    store = resolve_store(args.tracking_uri, "outputs")
+    db = sqlite_path(store.tracking_uri)
+    if db is not None and not db.exists():
+        raise UsageError(f"no tracking store at {db}; run `python -m runner` first, or pass --tracking-uri "
+                         "or set MLFLOW_TRACKING_URI")
+    return ModelRegistry(store.tracking_uri)
+
+
+def runs_by_id(client, run_ids: list[str]) -> dict[str, Any]:
+    """The runs (entities) of the given ids, in one search per 100 ids rather than one call each."""
+    wanted = sorted({r for r in run_ids if r})
+    if not wanted:
+        return {}
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    found = {}
+    for start in range(0, len(wanted), 100):
+        chunk = ", ".join(f"'{r}'" for r in wanted[start : start + 100])
+        for run in client.search_runs(experiment_ids, filter_string=f"attributes.run_id IN ({chunk})",
+                                      max_results=1000):
+            found[run.info.run_id] = run
+    return found
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_models(args, registry) -> int:
+    models = [m for m in registry.list_models() if not m["name"].endswith(LOCK_MODEL_SUFFIX)]
+    for model in models:
+        versions = registry.get_model_versions(model["name"])
+        model["versions"] = len(versions)
+        model["latest_version"] = versions[-1]["version"] if versions else None
+    rows = [[m["name"], m["versions"], m["latest_version"],
+             ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())),
+             when(m["last_updated_timestamp"])] for m in models]
+    text = table(["model", "versions", "latest", "aliases", "updated (UTC)"], rows) if models else \
+        "no registered models yet (a sweep registers its winner: python -m runner --multirun ...)"
+    emit(args, models, text)
+    return 0
+
+
+def policy_metric(versions: list[dict[str, Any]], requested: str | None) -> str:
+    if requested:
+        return requested
+    for item in reversed(versions):
+        if item["tags"].get("runner.policy_metric"):
+            return item["tags"]["runner.policy_metric"]
+    return DEFAULT_METRIC
+
+
+def cmd_versions(args, registry) -> int:
+    versions = registry.get_model_versions(args.name)
+    metric = policy_metric(versions, args.metric)
+    runs = runs_by_id(registry.client, [v["run_id"] for v in versions])
+    for item in versions:
+        run = runs.get(item["run_id"])
+        item["metrics"] = dict(run.data.metrics) if run else {}
+        item["policy_metric"] = metric
+    rows = [[v["version"], v["stage"], ", ".join(v["aliases"]), number(v["metrics"].get(metric)),
+             number(v["metrics"].get("test_mape"), 3), (v["run_id"] or "")[:8], when(v["creation_timestamp"]),
+             short(v["tags"].get("runner.decision_reason"), 50)] for v in versions]
+    headers = ["version", "stage", "aliases", metric, "test_mape", "run", "created (UTC)", "decision"]
+    emit(args, versions, table(headers, rows) if versions else f"model {args.name!r} has no versions")
+    return 0
+
+
+def cmd_show(args, registry) -> int:
+    item = registry.resolve_version(args.name, args.version)
+    run = None
+    if item["run_id"]:
+        from runner.lineage import get_run
+
+        run = get_run(registry.client, item["run_id"], registry.store.display_uri)
+    item["run"] = run
+    item["events"] = [e for e in registry.alias_history(args.name)
+                      if item["version"] in (e.get("to_version"), e.get("from_version"))]
+    lines = [f"{args.name} version {item['version']}",
+             f"  aliases   {', '.join(item['aliases']) or '-'}",
+             f"  stage     {item['stage']}",
+             f"  status    {item['status']}",
+             f"  created   {when(item['creation_timestamp'])} UTC",
+             f"  source    {item['source']}",
+             f"  run       {item['run_id'] or '-'}"
+             + (f"  ({run['run_name']}, {run['status']})" if run else "")]
+    for key, value in sorted(item["tags"].items()):
+        lines.append(f"  tag       {key} = {short(value, 80)}")
+    if run:
+        lines.append("  metrics   " + headline_metrics(run["metrics"]))
+    if item["events"]:
+        lines += ["", table(EVENT_HEADERS, event_rows(item["events"]))]
+    emit(args, item, "\n".join(lines))
+    return 0
+
+
+def cmd_promote(args, registry) -> int:
+    from runner.locks import promotion_lock
+
+    if bool(args.alias) == bool(args.stage):
+        raise UsageError("promote: give exactly one of --alias and --stage")
+    with promotion_lock(registry.store, args.name):  # serialised with sweeps' promotion decisions
+        item = registry.resolve_version(args.name, args.version)
+        if args.alias:
+            event = registry.set_alias(args.name, args.alias, item["version"], reason=args.reason,
+                                       actor=args.actor, action="promote")
+        else:
+            registry.transition_model(args.name, args.stage, version=item["version"], reason=args.reason,
+                                      archive_existing=args.archive_existing, actor=args.actor)
+            event = registry.alias_history(args.name)[-1]
+    emit(args, event, f"{event['alias']}: v{event['from_version'] or '-'} -> v{event['to_version']}  "
+                      f"({event['actor']}: {event['reason']})")
+    return 0
+
+
+def cmd_rollback(args, registry) -> int:
+    from runner.locks import promotion_lock
+
+    with promotion_lock(registry.store, args.name):
+        event = registry.rollback(args.name, alias=args.alias, reason=args.reason, actor=args.actor)
+    emit(args, event, f"{event['alias']} rolled back: v{event['from_version']} -> v{event['to_version']}  "
+                      f"({event['actor']}: {event['reason']})")
+    return 0
+
+
+def cmd_history(args, registry) -> int:
+    events = registry.alias_history(args.name, args.alias)
+    text = table(EVENT_HEADERS, event_rows(events)) if events else f"no recorded moves for {args.name!r}"
+    emit(args, events, text)
+    return 0
+
+
+def cmd_lineage(args, registry) -> int:
+    info = registry.get_model_lineage(args.name, args.version)
+    lines = [
+        f"{info['name']} version {info['version']}  aliases {', '.join(info['aliases']) or '-'}  "
+        f"stage {info['stage']}",
+        f"  run           {info['run_id'] or '-'}  {info['run_name'] or ''}  ({info['run_status'] or '-'})",
+        f"  sweep         {info['sweep_id'] or '-'}  parent run {info['parent_run_id'] or '-'}  "
+        f"job {info['job_num'] or '-'}",
+        f"  overrides     {' '.join(info['overrides']) or '-'}",
+        f"  git commit    {info['git_commit'] or '-'}" + ("  (dirty)" if info["git_dirty"] == "true" else ""),
+        f"  data          {info['data_file'] or '-'}  sha256 {info['data_fingerprint'] or '-'}",
+        f"  protocol      {info['protocol'] or '-'}",
+        "  metrics       " + headline_metrics(info["metrics"]),
+        f"  params        {len(info['params'])} (see --json)",
+    ]
+    config = info["config"]
+    if isinstance(config, dict):
+        model = config.get("model", {})
+        lines.append(f"  config        model {model.get('name', '-')}  lr {config.get('lr')}  "
+                     f"epochs {config.get('epochs')}  batch_size {config.get('batch_size')}  "
+                     f"seed {config.get('seed')}")
+    else:
+        lines.append("  config        - (the run has no config.yaml artifact)")
+    if info["events"]:
+        lines += ["", table(EVENT_HEADERS, event_rows(info["events"]))]
+    emit(args, info, "\n".join(lines))
+    return 0
+
+
+def cmd_reproduce(args, registry) -> int:
+    from runner import reproduce
+
+    item = registry.resolve_version(args.name, args.version)
+    if not item["run_id"]:
+        raise UsageError(f"model {args.name!r} version {item['version']} has no run to reproduce")
+    where = registry.store.display_uri
+    plan = reproduce.plan(registry.client, item["run_id"], where)
+    print(f"reproducing run {plan.original_run_id} (version {item['version']}): "
+          f"python -m runner {' '.join(plan.overrides)}", file=sys.stderr)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.dry_run:
+        emit(args, vars(plan), " ".join(plan.command))
+        return 0
+    sys.stderr.flush()
+    known = len(plan.warnings)
+    result = reproduce.run(registry.client, registry.tracking_uri, plan, where, tolerance=args.tolerance)
+    for warning in result.warnings[known:]:
+        print(f"warning: {warning}", file=sys.stderr)
+    reproduced = bool(result.new_run_id) and result.exit_code == 0 and result.params_equal \
+        and not result.metric_differences
+    lines = [f"original run  {result.original_run_id}", f"new run       {result.new_run_id or '-'}",
+             f"params equal  {result.params_equal}",
+             f"metrics       max relative difference {number(result.max_relative_difference, 6)} "
+             f"(tolerance {args.tolerance})"]
+    for key, (before, after) in sorted(result.param_differences.items()):
+        lines.append(f"  param  {key}: {before} -> {after}")
+    for key, (before, after) in sorted(result.metric_differences.items()):
+        lines.append(f"  metric {key}: {before} -> {after}")
+    lines.append("reproduced" if reproduced else "NOT reproduced")
+    emit(args, {**vars(result), "reproduced": reproduced}, "\n".join(lines))
+    if result.exit_code:
+        return result.exit_code
+    return 0 if reproduced else EXIT_FAILED
+
+
+def cmd_stale_runs(args, registry) -> int:
+    from runner.registry import default_actor
+    from runner.stale_runs import close_stale_runs, find_stale_runs
+
+    stale = find_stale_runs(registry.client, args.older_than)
+    if args.close:
+        close_stale_runs(registry.client, stale, args.actor or default_actor(), args.older_than)
+    rows = [[r.run_id, short(r.run_name, 40), r.experiment_id,
+             datetime.fromtimestamp(r.last_heartbeat, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+             f"{r.age_seconds:.0f}", "FAILED (closed)" if r.closed else "RUNNING"] for r in stale]
+    headers = ["run", "name", "experiment", "last heartbeat (UTC)", "age s", "status"]
+    text = table(headers, rows) if stale else \
+        f"no RUNNING run without a heartbeat for more than {args.older_than:.0f}s"
+    if stale and not args.close:
+        text += "\n(close them with --close)"
+    emit(args, [r.as_dict() for r in stale], text)
+    return 0
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from runner.stale_runs import DEFAULT_OLDER_THAN
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tracking-uri", default=argparse.SUPPRESS,
+                        help="the store (default: MLFLOW_TRACKING_URI, then ./outputs/mlflow.db)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
+
+    parser = argparse.ArgumentParser(prog="runner-registry", description="See and steer the model registry.")
+    parser.add_argument("--tracking-uri", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help_text: str):
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("models", cmd_models, "list registered models with their aliases")
+    sub = command("versions", cmd_versions, "list a model's versions: aliases, stages, the policy metric")
+    sub.add_argument("name")
+    sub.add_argument("--metric", help="the metric column (default: the policy's, val_mape)")
+    for name, handler, text in (("show", cmd_show, "show one version (VERSION or @alias)"),
+                                ("lineage", cmd_lineage, "where a version came from: run, sweep, config, "
+                                                         "git commit, data, promotion history")):
+        sub = command(name, handler, text)
+        sub.add_argument("name")
+        sub.add_argument("version", metavar="VERSION|@alias")
+
+    sub = command("promote", cmd_promote, "point an alias at a version, or move it to a stage, with a reason")
+    sub.add_argument("name")
+    sub.add_argument("version", metavar="VERSION|@alias")
+    sub.add_argument("--alias", help="e.g. champion")
+    sub.add_argument("--stage", help="Staging | Production | Archived | None")
+    sub.add_argument("--archive-existing", action="store_true",
+                     help="with --stage: send the stage's other versions to Archived")
+    sub.add_argument("--reason", required=True, help="why (recorded in the history)")
+    sub.add_argument("--actor", help="who (default: $USER@hostname)")
+
+    sub = command("rollback", cmd_rollback, "move an alias back to the version that held it before")
+    sub.add_argument("name")
+    sub.add_argument("--alias", default="champion", help="default: champion; stage:Production for stages")
+    sub.add_argument("--reason", required=True, help="why (recorded in the history)")
+    sub.add_argument("--actor", help="who (default: $USER@hostname)")
+
+    sub = command("history", cmd_history, "the recorded alias and stage moves of a model")
+    sub.add_argument("name")
+    sub.add_argument("--alias", help="only this alias (or stage:<Stage>)")
+
+    sub = command("reproduce", cmd_reproduce, "re-run a version's run with its logged overrides, as a new "
+                                               "run tagged runner.reproduces, and compare")
+    sub.add_argument("name")
+    sub.add_argument("version", metavar="VERSION|@alias")
+    sub.add_argument("--tolerance", type=float, default=1e-3, help="relative tolerance on metrics (1e-3)")
+    sub.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+
+    sub = command("stale-runs", cmd_stale_runs, "RUNNING runs whose heartbeat stopped (killed processes)")
+    sub.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="SECONDS",
+                     help=f"seconds since the last heartbeat (default {DEFAULT_OLDER_THAN:.0f})")
+    sub.add_argument("--close", action="store_true", help="mark them FAILED, with the reason in a tag")
+    sub.add_argument("--actor", help="who closes them (default: $USER@hostname)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from mlflow.exceptions import MlflowException
+
+    from runner.errors import RunnerError
+
+    try:
+        code = args.handler(args, open_registry(args))
+    except (UsageError, ValueError) as error:
+        code = fail(str(error), EXIT_USAGE)
+    except RunnerError as error:
+        code = fail(str(error), EXIT_FAILED)
+    except MlflowException as error:
+        code = fail(str(error).splitlines()[0] if str(error) else type(error).__name__, EXIT_FAILED)
+    except KeyboardInterrupt:
+        code = fail("interrupted", 130)
+    sys.exit(code)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    main()
