@@ -37,6 +37,7 @@ class SweepState:
     parent_run_id: str
     experiment_id: str
     store: Any  # runner.tracking.Store
+    tracker: Any  # runner.tracking.ExperimentTracker holding the parent run (its heartbeat runs until the end)
     policy: Policy
     policy_name: str
     started: float = field(default_factory=time.perf_counter)
@@ -116,7 +117,6 @@ def start_sweep(config: DictConfig) -> SweepState:
               "runner.sweep_dir": sweep_dir},
         activate=False,
     )
-    tracker._heartbeat.stopped.set()  # a parent is alive as long as its jobs report; no thread needed
 
     parallel = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     extra = [
@@ -132,7 +132,7 @@ def start_sweep(config: DictConfig) -> SweepState:
         config.hydra.overrides.hydra.extend(extra)
         config.hydra.sweep.dir = sweep_dir
 
-    _pending = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, c.registry, policy_name)
+    _pending = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, tracker, c.registry, policy_name)
     log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
              f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
     return _pending
@@ -180,10 +180,8 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
 
 
 def _end_parent(state: SweepState, status: str) -> None:
-    from mlflow.tracking import MlflowClient
-
     try:
-        MlflowClient(tracking_uri=state.store.tracking_uri).set_terminated(state.parent_run_id, status=status)
+        state.tracker.end_run(status)
     except Exception as error:  # a lost server: the stale-run command closes it later
         print(f"error: could not end parent run {state.parent_run_id}: {error}", file=sys.stderr)
 
