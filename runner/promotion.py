@@ -9,11 +9,9 @@ already on the right version is not moved again. A worse model never takes the c
 
 from __future__ import annotations
 
-import getpass
 import logging
 import math
 import operator
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -100,14 +98,6 @@ def beats(policy: Policy, winner: float, champion: float) -> tuple[bool, str]:
                      + ("" if required > 0 or verdict else " (must be strictly better)"))
 
 
-def default_actor() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 def sweep_candidates(client, experiment_id: str, sweep_id: str, policy: Policy) -> list[Candidate]:
     """All child runs of a sweep in one request, whatever the sweep's size."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'",
@@ -123,6 +113,8 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
         reason = "no run passed the gates" if candidates else "the sweep has no runs"
         return Decision("no_winner", reason, failed=policy.on_no_winner == "fail"), ranked
     winner = ranked[0]
+    from runner.registry import default_actor
+
     actor = actor or (f"sweep {sweep_id}" if sweep_id else default_actor())
     with promotion_lock(store, policy.model_name):
         return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor), ranked
