@@ -8,13 +8,15 @@ Tracking URI precedence: an explicit `tracking_uri` (config `tracking.uri` or an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -86,12 +88,60 @@ def prepare_store(store: Store) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
+# MLflow's client retries a failed request with exponential backoff (urllib3: sleeps of 0, 2F, 4F, ... s
+# for backoff factor F). Its defaults (7 retries, F=2, 120 s timeout) wait about 4 minutes per request
+# before giving up. For a tracking server these defaults wait about a minute instead (0+2+4+8+16+32 s):
+# long enough to ride out a server restart (15-25 s here), short enough that a job whose server is gone
+# for good fails within a minute or two. Variables already set in the environment win.
+SERVER_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+STALE_RUNS_COMMAND = "python -m runner.registry_cli stale-runs --close"
+
+
+def apply_server_http_defaults() -> None:
+    for name, value in SERVER_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+@contextmanager
+def single_attempt_requests(timeout_seconds: int = 5) -> Iterator[None]:
+    """MLflow requests inside make one attempt, no retries: for the last words to a server that is gone."""
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({names[0]: "0", names[1]: str(timeout_seconds)})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """True when MLflow gave up reaching the server (refused, timed out, 5xx after every retry), as
+    opposed to the server answering with an error about the request itself."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | requests.exceptions.RetryError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    return text.startswith("API request to") and "failed with" in text
+
+
 def check_reachable(store: Store, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when a tracking server cannot be reached or refuses us."""
     if not store.is_server:
         return
     import requests
-
     from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
 
     auth = None
@@ -152,6 +202,8 @@ class MLflowManager:
                  store_dir: str | os.PathLike = DEFAULT_STORE_DIR):
         self.store = resolve_store(tracking_uri, store_dir)
         prepare_store(self.store)
+        if self.store.is_server:
+            apply_server_http_defaults()
         self.tracking_uri = self.store.tracking_uri
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_name = experiment_name
@@ -249,8 +301,10 @@ class ExperimentTracker:
         self.run_name = run_name
         self.heartbeat_seconds = heartbeat_seconds
         self.run_id: str | None = None
+        self._run_label = ""
         self._experiment_id: str | None = None
         self._heartbeat: _Heartbeat | None = None
+        self._server_lost = False  # MLflow gave up on the server during this run
 
     @property
     def experiment_id(self) -> str:
@@ -274,6 +328,8 @@ class ExperimentTracker:
             self.client.create_run, self.experiment_id, run_name=run_name or self.run_name, tags=all_tags
         )
         self.run_id = run.info.run_id
+        self._run_label = run.info.run_name or ""
+        self._server_lost = False
         if activate:  # log_model() only writes through MLflow's fluent API
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.start_run(run_id=self.run_id)
@@ -286,12 +342,21 @@ class ExperimentTracker:
             return
         if self._heartbeat is not None:
             self._heartbeat.stopped.set()
+        try:
+            self._write(self._terminate, status)
+        except TrackingUnavailable as error:  # the server is gone: the run stays RUNNING there
+            log.debug("could not end run %s: %s", self.run_id, error)
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
+                with single_attempt_requests(), contextlib.suppress(Exception):
+                    mlflow.end_run(status=status)  # pops the fluent run; its atexit hook must not retry
+        self.run_id = None
+
+    def _terminate(self, status: str) -> None:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             mlflow.end_run(status=status)
         else:
             self.client.set_terminated(self.run_id, status=status)
-        self.run_id = None
 
     def __enter__(self) -> ExperimentTracker:
         if self.run_id is None:
@@ -311,33 +376,57 @@ class ExperimentTracker:
             raise RunNotFound("no active run: call start_run() first")
         return self.run_id
 
+    def _write(self, call, *args, **kwargs):
+        """One write to the active run. When MLflow gives up on a tracking server (after its retries),
+        raise TrackingUnavailable naming the run; later writes of the run make a single attempt each,
+        so a job whose server is gone ends in seconds, not a minute per call."""
+        run_id = self._require_run()
+        try:
+            if not self._server_lost:
+                return call(*args, **kwargs)
+            with single_attempt_requests():
+                return call(*args, **kwargs)
+        except Exception as error:
+            if not (self.manager.store.is_server and is_connection_failure(error)):
+                raise
+            self._server_lost = True
+            if self._heartbeat is not None:
+                self._heartbeat.stopped.set()
+            retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+            raise TrackingUnavailable(
+                f"tracking server {self.manager.store.display_uri} stopped answering during run {run_id} "
+                f"({self._run_label}) after {retries} retries; the run stays RUNNING there: once the server "
+                f"is back, `{STALE_RUNS_COMMAND}` closes it"
+            ) from None
+
     # -- logging ------------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (nested dicts are flattened to dotted keys; secrets redacted; long values cut)."""
         run_id = self._require_run()
         items = [Param(k, v) for k, v in to_params(params).items()]
         for start in range(0, len(items), PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+            self._write(self.client.log_batch, run_id, params=items[start : start + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """All metrics in one request, at `step` (0 when None)."""
         run_id = self._require_run()
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=batch)
+        self._write(self.client.log_batch, run_id, metrics=batch)
 
     def log_tags(self, tags: Mapping[str, Any]) -> None:
         run_id = self._require_run()
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
+        self._write(self.client.log_batch, run_id,
+                    tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
 
     def set_tag(self, key: str, value: Any) -> None:
-        self.client.set_tag(self._require_run(), key, str(value)[:TAG_VALUE_LIMIT])
+        self._write(self.client.set_tag, self._require_run(), key, str(value)[:TAG_VALUE_LIMIT])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self._require_run(), str(path), artifact_path)
+        self._write(self.client.log_artifact, self._require_run(), str(path), artifact_path)
 
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self._require_run(), str(directory), artifact_path)
+        self._write(self.client.log_artifacts, self._require_run(), str(directory), artifact_path)
 
     def log_model(self, model, artifact_path: str = "model", registered_model_name: str | None = None,
                   name: str | None = None, **kwargs):
@@ -351,9 +440,9 @@ class ExperimentTracker:
         kwargs.setdefault("pip_requirements", pip_requirements())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return mlflow.tensorflow.log_model(
-                model, name=name or artifact_path, registered_model_name=registered_model_name, **kwargs
-            )
+            return self._write(mlflow.tensorflow.log_model,
+                               model, name=name or artifact_path, registered_model_name=registered_model_name,
+                               **kwargs)
 
     # -- queries ------------------------------------------------------------------------------------
     def search_runs(self, filter_string: str | None = None, max_results: int = 100,

@@ -22,6 +22,8 @@ from omegaconf import DictConfig, open_dict
 
 import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
 
+pytest_plugins = ["server_fixtures"]  # MLflow tracking servers on PostgreSQL (owned by the server helper)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
