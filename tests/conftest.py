@@ -34,6 +34,8 @@ TINY_LSTM = ["model=lstm", "model.units=8", "model.dense_units=8", "data.window=
 # The session's end-to-end run: two epochs so that per-epoch histories have more than one point.
 E2E_OVERRIDES = ["model=mlp", "lr=0.01", "epochs=2", "data.train_stride=16", "model.hidden=[16]"]
 CLI_TIMEOUT = 600
+# Settings a test must not inherit from the caller: MLflow's and those the runner hands to its jobs.
+ISOLATED_ENV_PREFIXES = ("MLFLOW_", "RUNNER_")
 
 
 # -- composing configs ------------------------------------------------------------------------------
@@ -76,10 +78,11 @@ def sqlite_uri(db: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def mlflow_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the caller's MLflow settings or a sweep's parent run, and no test leaves an active
-    run or a global tracking URI behind (after kedro-mlflow's tests/conftest.py)."""
+    """No test sees the caller's MLflow settings or the runner's job variables (a sweep's parent run, a
+    reproduced run), and no test leaves an active run or a global tracking URI behind (after
+    kedro-mlflow's tests/conftest.py)."""
     for name in list(os.environ):
-        if name.startswith("MLFLOW_") or name in ("RUNNER_PARENT_RUN_ID", "RUNNER_SWEEP_ID"):
+        if name.startswith(ISOLATED_ENV_PREFIXES):
             monkeypatch.delenv(name)
     yield
     mlflow = sys.modules.get("mlflow")
@@ -115,9 +118,8 @@ class CliResult(NamedTuple):
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a CLI subprocess: this one without MLflow settings or sweep variables."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", "RUNNER_SWEEP_ID")}
+    """The environment of a CLI subprocess: this one without MLflow settings or the runner's variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_ENV_PREFIXES)}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env.update(extra or {})
     return env
@@ -129,6 +131,32 @@ def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
     done = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(env),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+# Runs the CLI exactly as `python -m runner` does, then, at exit, writes the top-level names of every
+# module the process imported to the file given as first argument.
+RECORD_IMPORTS = """
+import atexit, json, runpy, sys
+record, args = sys.argv[1], sys.argv[2:]
+atexit.register(lambda: open(record, "w").write(json.dumps(sorted({m.split(".")[0] for m in sys.modules}))))
+sys.argv = ["runner", *args]
+runpy.run_module("runner", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_cli_recording_imports(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
+                              timeout: float = CLI_TIMEOUT) -> tuple[CliResult, set[str]]:
+    """The CLI as `run_cli` runs it, and the top-level modules it imported (e.g. {"hydra", ...})."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        record = Path(folder) / "modules.json"
+        done = subprocess.run([sys.executable, "-c", RECORD_IMPORTS, str(record), *args], cwd=cwd,
+                              env=cli_env(env), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        modules = set(json.loads(record.read_text())) if record.exists() else set()
+    return CliResult(done.returncode, done.stdout, done.stderr), modules
 
 
 @pytest.fixture(name="run_cli")
