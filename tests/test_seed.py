@@ -1,0 +1,46 @@
+"""The same config and seed give the same metrics; another seed gives others (so the seed is used)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_MLP, finished_run, job_config
+from omegaconf import open_dict
+
+from runner.config_schema import validate
+
+COMPARED = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "best_val_loss")
+SEED_OVERRIDES = [*TINY_MLP, "epochs=2", "tracking.log_model=false"]
+
+
+def run_in_process(cfg, folder: Path, seed: int) -> dict[str, float]:
+    from runner.job import JobContext, run_job
+
+    with open_dict(cfg):
+        cfg.seed = seed
+        cfg.epochs = 2
+        cfg.tracking.log_model = False
+    folder.mkdir()
+    context = JobContext(overrides=[f"seed={seed}"], output_dir=folder, base_dir=folder)
+    return run_job(job_config(cfg), validate(cfg), context).metrics
+
+
+def test_the_same_seed_gives_the_same_metrics_in_one_process(cfg_tiny, tmp_path):
+    first = run_in_process(cfg_tiny, tmp_path / "first", seed=7)
+    second = run_in_process(cfg_tiny, tmp_path / "second", seed=7)
+    other = run_in_process(cfg_tiny, tmp_path / "other", seed=8)
+    for name in COMPARED:
+        assert second[name] == pytest.approx(first[name], rel=1e-5), name
+    assert other["best_val_loss"] != pytest.approx(first["best_val_loss"], rel=1e-5), "the seed changes nothing"
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_metrics_in_separate_processes(tmp_path):
+    metrics = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        metrics.append(finished_run(tmp_path / name, SEED_OVERRIDES).run.data.metrics)
+    first, second = metrics
+    for name in COMPARED:
+        assert second[name] == pytest.approx(first[name], rel=1e-5), name
