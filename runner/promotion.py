@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ class Candidate:
                         dict(run.data.params))
         if run.info.status != "FINISHED":
             candidate.rejected.append(f"status {run.info.status}")
-        elif value is None or not math.isfinite(value):
+        elif not is_finite_score(value):
             candidate.rejected.append(f"no finite {policy.metric}")
         for gate in policy.gates:
             got = metrics.get(gate.metric)
@@ -80,6 +81,12 @@ class Decision:
     aliases_moved: list[str] = field(default_factory=list)
     stages_moved: list[str] = field(default_factory=list)
     failed: bool = False  # the command must exit non-zero
+
+
+def is_finite_score(value: float | None) -> bool:
+    """False for a missing, NaN or infinite score, including the +-1.797e308 to which MLflow's SQL store
+    turns +-inf (read back, it looks finite and would rank first)."""
+    return value is not None and math.isfinite(value) and abs(value) < sys.float_info.max
 
 
 def rank(policy: Policy, candidates: list[Candidate]) -> list[Candidate]:
@@ -194,19 +201,23 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
             f"(registry.champion.on_data_mismatch={policy.champion.on_data_mismatch}, metric {policy.metric})"
         )
     log.info(f"champion version {champion['version']} {why}: re-scoring it on this sweep's validation weeks")
-    return rescore(f"models:/{policy.model_name}/{champion['version']}", winner.params, policy.metric)
+    from runner.training import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # the champion is a Keras network: keep TensorFlow's start-up lines quiet
+    # Loaded through this store's registry: in a sweep's main process MLflow's global tracking URI is
+    # another store (the default ./mlflow.db) when the jobs ran in other processes (joblib).
+    loaded = registry.get_model(policy.model_name, version=champion["version"])
+    return rescore(loaded.unwrap_python_model(), winner.params, policy.metric)
 
 
-def rescore(model_uri: str, params: dict[str, str], metric: str) -> float:
-    """Score a registered forecaster on the validation origins of a run's data (from its params)."""
-    import mlflow.pyfunc
-
+def rescore(forecaster, params: dict[str, str], metric: str) -> float:
+    """Score a forecaster (the unwrapped DemandForecaster of a registered version) on the validation
+    origins of a run's data (from its params)."""
     from runner import evaluation, series
 
     path = params.get("data.path")
     data_path = series.resolve_path(None if path in (None, "null", "None") else path)
     frame = series.load_series(data_path)
-    forecaster = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     split = series.split_origins(
         len(frame), forecaster.prep.min_history,
         *(int(params.get(f"data.split.{k}", d)) for k, d in (("train_weeks", 7), ("val_weeks", 1), ("test_weeks", 4))),
