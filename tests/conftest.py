@@ -59,16 +59,33 @@ def cfg_tiny_global() -> DictConfig:
     return compose_config(TINY_MLP)
 
 
+def pointed_at(cfg: DictConfig, folder: Path) -> DictConfig:
+    """A copy of `cfg` whose store (SQLite, explicit URI) and outputs are under `folder`."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.tracking.uri = sqlite_uri(folder / "mlflow.db")
+        cfg.tracking.store_dir = str(folder / "outputs")
+        cfg.hydra.runtime.output_dir = str(folder)
+        cfg.hydra.runtime.cwd = str(folder)
+    return cfg
+
+
 @pytest.fixture
 def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
     """A copy of the tiny training config whose store and outputs are under tmp_path."""
-    cfg = cfg_tiny_global.copy()
-    with open_dict(cfg):
-        cfg.tracking.uri = sqlite_uri(tmp_path / "mlflow.db")
-        cfg.tracking.store_dir = str(tmp_path / "outputs")
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.runtime.cwd = str(tmp_path)
-    return cfg
+    return pointed_at(cfg_tiny_global, tmp_path)
+
+
+def run_job_in_process(cfg: DictConfig, overrides: Sequence[str] = ()):
+    """One job in this process as the CLI's task runs it (validate, then run_job); returns its JobResult.
+    Cheaper than the CLI when TensorFlow is already imported; the store is the one `cfg` points at."""
+    from runner.config_schema import validate
+    from runner.job import JobContext, run_job
+
+    folder = Path(cfg.hydra.runtime.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    context = JobContext(overrides=list(overrides), output_dir=folder, base_dir=Path(cfg.hydra.runtime.cwd))
+    return run_job(job_config(cfg), validate(cfg), context)
 
 
 # -- MLflow isolation -------------------------------------------------------------------------------

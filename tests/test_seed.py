@@ -5,25 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MLP, finished_run, job_config
+from conftest import TINY_MLP, finished_run, pointed_at, run_job_in_process
 from omegaconf import open_dict
-
-from runner.config_schema import validate
 
 COMPARED = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "best_val_loss")
 SEED_OVERRIDES = [*TINY_MLP, "epochs=2", "tracking.log_model=false"]
 
 
 def run_in_process(cfg, folder: Path, seed: int) -> dict[str, float]:
-    from runner.job import JobContext, run_job
-
+    cfg = pointed_at(cfg, folder)
     with open_dict(cfg):
         cfg.seed = seed
         cfg.epochs = 2
         cfg.tracking.log_model = False
-    folder.mkdir()
-    context = JobContext(overrides=[f"seed={seed}"], output_dir=folder, base_dir=folder)
-    return run_job(job_config(cfg), validate(cfg), context).metrics
+    return run_job_in_process(cfg, [f"seed={seed}"]).metrics
 
 
 def test_the_same_seed_gives_the_same_metrics_in_one_process(cfg_tiny, tmp_path):
