@@ -13,8 +13,11 @@ SEED_OVERRIDES = [*TINY_MLP, "epochs=2", "tracking.log_model=false"]
 
 
 def run_in_process(cfg, folder: Path, seed: int) -> dict[str, float]:
+    """The job with `seed`, its outputs in `folder`, its run in the store `cfg` points at."""
+    store = cfg.tracking.uri
     cfg = pointed_at(cfg, folder)
     with open_dict(cfg):
+        cfg.tracking.uri = store  # one store for all: its schema is created once
         cfg.seed = seed
         cfg.epochs = 2
         cfg.tracking.log_model = False
