@@ -25,10 +25,12 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -248,9 +250,14 @@ class ModelRegistry:
             latest[item["stage"]] = item  # versions come oldest first: the last one wins
         return sorted(latest.values(), key=lambda v: int(v["version"]))
 
-    def delete_model_version(self, name: str, version: str | int) -> None:
-        self._version(name, version)
+    def delete_model_version(self, name: str, version: str | int, reason: str = "",
+                             actor: str | None = None) -> None:
+        """Delete a version. MLflow drops its aliases with it; each one is recorded as a move to none."""
+        held = self.get_model_version(name, version)["aliases"]
         self._call(self.client.delete_model_version, name, str(version))
+        for alias in held:
+            self._record(name, {"alias": alias, "from_version": str(version), "to_version": None},
+                         "delete_version", reason, actor, None)
 
     def set_model_version_tag(self, name: str, version: str | int, key: str, value: Any) -> None:
         self._version(name, version)
@@ -410,21 +417,15 @@ class ModelRegistry:
     def get_model(self, name: str, version: str | int | None = None, stage: str | None = None,
                   alias: str | None = None):
         """The chosen version loaded as an MLflow pyfunc model, ready to `predict` (imports TensorFlow
-        when the model is a Keras one)."""
+        when the model is a Keras one). MLflow's global tracking and registry URIs are left as they were."""
         uri = self.model_uri(name, version, stage, alias)
-        import mlflow
+        name, number = uri[len("models:/"):].rsplit("/", 1)
+        location = self._call(self.client.get_model_version_download_uri, name, number)
         import mlflow.pyfunc
 
-        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return mlflow.pyfunc.load_model(uri)
-        finally:
-            mlflow.set_tracking_uri(previous[0])
-            mlflow.set_registry_uri(previous[1])
+        with warnings.catch_warnings(), _global_tracking_uri(self.tracking_uri):
+            warnings.simplefilter("ignore")
+            return mlflow.pyfunc.load_model(location)
 
     # -- lineage ------------------------------------------------------------------------------------
     def get_model_lineage(self, name: str, version: str | int) -> dict[str, Any]:
@@ -432,6 +433,21 @@ class ModelRegistry:
         from runner.lineage import lineage
 
         return lineage(self, name, version)
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to `uri` for a moment (artifact URIs such as `mlflow-artifacts:`
+    are resolved through it), then restored exactly, "not set" included: restoring the value that
+    `mlflow.get_tracking_uri()` reports would pin a default that should have stayed unset."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = getattr(tracking_utils, "_tracking_uri", None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def _events(model, alias: str | None) -> list[dict[str, Any]]:

@@ -388,6 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         code = fail(str(error).splitlines()[0] if str(error) else type(error).__name__, EXIT_FAILED)
     except KeyboardInterrupt:
         code = fail("interrupted", 130)
+    except BrokenPipeError:  # `runner-registry versions X | head`: the reader left, that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)
 
 

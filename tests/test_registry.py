@@ -184,12 +184,24 @@ def test_get_model_loads_by_version_alias_and_stage(registry, store, name):
         registry.get_model(name, stage="Production")
 
 
+def test_get_model_leaves_mlflow_global_uris_alone(registry, store, name, tmp_path):
+    register(registry, store, name, 1)
+    mlflow.set_tracking_uri(None)  # unset: MLflow's registry URI follows the tracking URI
+    registry.get_model(name, version=1)
+    elsewhere = f"sqlite:///{tmp_path / 'notebook.db'}"
+    mlflow.set_tracking_uri(elsewhere)  # what a notebook does next
+    assert mlflow.get_registry_uri() == elsewhere  # not pinned to the registry's store
+
+
 def test_delete_version_and_version_tags(registry, store, name):
     register(registry, store, name, 2)
     registry.set_model_version_tag(name, 2, "reviewed", True)
     assert registry.get_model_version(name, 2)["tags"]["reviewed"] == "True"
-    registry.delete_model_version(name, 1)
+    registry.set_alias(name, "champion", 1)
+    registry.delete_model_version(name, 1, reason="bad artifact")
     assert [v["version"] for v in registry.get_model_versions(name)] == ["2"]
+    last = registry.alias_history(name, "champion")[-1]
+    assert (last["from_version"], last["to_version"], last["action"]) == ("1", None, "delete_version")
     with pytest.raises(VersionNotFound):
         registry.delete_model_version(name, 1)
 
