@@ -55,7 +55,7 @@ def _registry_mutex(store: Store, lock_name: str, timeout: float, stale_after: f
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + timeout
     delay = 0.05

@@ -158,9 +158,10 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     if promote and policy.aliases.promoted:
         _move_alias(registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision)
     if policy.stages.winner and not (promote and policy.stages.promoted):
-        _move_stage(registry, name, policy.stages.winner, version, False, decision)
+        _move_stage(registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision)
     if promote and policy.stages.promoted:
-        _move_stage(registry, name, policy.stages.promoted, version, policy.stages.archive_previous, decision)
+        _move_stage(registry, name, policy.stages.promoted, version, policy.stages.archive_previous, reason, actor,
+                    sweep_id, decision)
     if not promote:
         decision.action = "registered" if decision.aliases_moved or decision.stages_moved else "kept"
     return decision
@@ -253,10 +254,12 @@ def _move_alias(registry, name, alias, version, reason, actor, sweep_id, decisio
     decision.aliases_moved.append(f"{alias} -> v{version['version']}")
 
 
-def _move_stage(registry, name, stage, version, archive_previous: bool, decision: Decision) -> None:
+def _move_stage(registry, name, stage, version, archive_previous: bool, reason, actor, sweep_id,
+                decision: Decision) -> None:
     if version.get("stage") == stage:
         return
-    registry.transition_model(name, stage, version=version["version"], archive_existing=archive_previous)
+    registry.transition_model(name, stage, version=version["version"], archive_existing=archive_previous,
+                              reason=reason, actor=actor, sweep_id=sweep_id)
     decision.stages_moved.append(f"{stage} -> v{version['version']}")
 
 

@@ -205,7 +205,7 @@ class MLflowManager:
         if self.store.is_server:
             apply_server_http_defaults()
         self.tracking_uri = self.store.tracking_uri
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.experiment_name = experiment_name
 
     def setup_experiment(self, name: str | None = None) -> str:
