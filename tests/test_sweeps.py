@@ -1,0 +1,241 @@
+"""End-to-end sweeps through `python -m runner --multirun` on the embedded store of a temporary folder:
+the parent/child structure, the registered winner, its aliases and the decision report, for the basic
+launcher, joblib (two jobs at a time) and the Optuna preset; edited policies (a new name under
+`--config-dir`, a full copy of conf/ under `--config-path`); a sweep in which one job fails; and a
+diverged training that fails its job. Each sweep runs once per module and several tests inspect it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import CONF_DIR
+from sweep_fixtures import (
+    MODEL_NAME,
+    NAIVE_VAL_MAPE,
+    TINY,
+    UUID_PATTERN,
+    Sweep,
+    describe,
+    make_policy,
+    policy_dict,
+    run_sweep,
+    write_policy,
+)
+
+from runner import promotion, series
+
+pytestmark = pytest.mark.slow
+IMPOSSIBLE_GATE = [{"metric": "val_mape", "op": "<", "value": 0.001}]
+
+
+def best_child(children: list, metric: str = "val_mape"):
+    """The child a min policy picks: lowest metric, ties to the earlier job."""
+    return min(children, key=lambda r: (r.data.metrics[metric], int(r.data.tags["runner.job_num"])))
+
+
+def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
+    """What every successful first sweep in a store must show; returns (parent, children)."""
+    assert sweep.cli.returncode == 0, describe(sweep)
+    assert sweep.sweep_id and UUID_PATTERN.match(sweep.sweep_id)
+    parent, children = sweep.runs()
+
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["runner.sweep_role"] == "parent"
+    [folder] = (sweep.store.cwd / "outputs" / "sweeps").glob(f"*_{sweep.sweep_id}")
+    assert parent.data.tags["runner.sweep_dir"].endswith(folder.name)
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(i) for i in range(jobs)]
+
+    assert [r.data.tags["runner.job_num"] for r in children] == [str(i) for i in range(jobs)]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["runner.sweep_id"] == sweep.sweep_id
+        assert run.data.tags["runner.overrides"] and "runner.forecaster_uri" in run.data.tags
+
+    report = sweep.decision()
+    winner = best_child(children)
+    assert report["sweep_id"] == sweep.sweep_id and report["parent_run_id"] == parent.info.run_id
+    passing = sum(r.data.metrics["val_mape"] < 10.0 for r in children)  # the default policy's gate
+    assert report["counts"] == {"runs": jobs, "finished": jobs, "failed": 0, "passing": passing}
+    assert report["top"][0]["run_id"] == winner.info.run_id
+    assert report["decision"]["action"] == "promoted" and report["decision"]["version"] == "1"
+
+    [version] = sweep.store.versions()
+    assert version["tags"]["runner.sweep_id"] == sweep.sweep_id
+    assert version["tags"]["runner.run_id"] == version["run_id"] == winner.info.run_id
+    assert float(version["tags"]["runner.metric_value"]) == pytest.approx(winner.data.metrics["val_mape"], rel=1e-5)
+    assert version["aliases"] == ["challenger", "champion"]
+
+    assert "rank   job    val_mape  test_mape" in sweep.cli.stdout
+    assert f"decision: promoted version 1 of {MODEL_NAME} (challenger -> v1, champion -> v1)" in sweep.cli.stdout
+    assert f"sweep {sweep.sweep_id} FINISHED" in sweep.cli.stdout
+    return parent, children
+
+
+# -- the basic launcher, then edited policies on the same store ----------------------------------------
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """1. a grid sweep with the basic launcher (naive wins, becomes champion v1); 2. a sweep under a new
+    policy file with an impossible gate (--config-dir); 3. a sweep with a full copy of conf/ whose
+    registry/default.yaml has the impossible gate and on_no_winner: fail (--config-path)."""
+    cwd = tmp_path_factory.mktemp("basic")
+    first = run_sweep(cwd, ["model=naive,linear", "lr=0.001", *TINY])
+    story = {"first": first, "after_first": first.store.versions(),
+             "history": first.store.registry().alias_history(MODEL_NAME) if first.store.versions() else []}
+
+    config_dir = write_policy(cwd / "policies", "edited", gates=IMPOSSIBLE_GATE)
+    story["edited"] = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=edited", "model=naive", *TINY])
+    story["after_edited"] = first.store.versions()
+
+    conf_copy = cwd / "conf_copy"
+    shutil.copytree(CONF_DIR, conf_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (conf_copy / "registry" / "default.yaml").write_text(
+        yaml.safe_dump(policy_dict(gates=IMPOSSIBLE_GATE, on_no_winner="fail"), sort_keys=False))
+    story["copied"] = run_sweep(cwd, ["--config-path", str(conf_copy), "model=naive", *TINY])
+    story["after_copied"] = first.store.versions()
+    return story
+
+
+def test_basic_launcher_sweep_is_a_parent_with_child_runs_and_promotes_the_best(basic):
+    parent, children = check_first_sweep(basic["first"], jobs=2)
+    assert [r.data.tags["runner.model"] for r in children] == ["naive", "linear"]
+    assert children[0].data.metrics["val_mape"] == pytest.approx(NAIVE_VAL_MAPE, abs=1e-4)
+    assert parent.data.tags["runner.overrides"] == "model=naive,linear lr=0.001 epochs=1 data.train_stride=16"
+    assert parent.data.tags["runner.registry_policy"] == "default"
+    sweep_id = basic["first"].sweep_id
+    events = [(e["alias"], e["from_version"], e["to_version"], e["sweep_id"]) for e in basic["history"]]
+    assert events == [("challenger", None, "1", sweep_id), ("champion", None, "1", sweep_id)]
+
+
+def test_a_new_policy_file_with_an_impossible_gate_registers_nothing_and_keeps_the_champion(basic):
+    sweep = basic["edited"]
+    assert sweep.cli.returncode == 0, describe(sweep)  # on_no_winner: keep
+    assert basic["after_edited"] == basic["after_first"]  # same versions, aliases and tags
+    report = sweep.decision()
+    assert report["policy"]["name"] == "edited" and report["policy"]["gates"] == IMPOSSIBLE_GATE
+    assert report["decision"]["action"] == "no_winner" and report["decision"]["reason"] == "no run passed the gates"
+    assert report["top"] == [] and "gate val_mape < 0.001 failed" in report["rejected"][0]["rejected"][0]
+    assert f"decision: no_winner of {MODEL_NAME} (no alias or stage moved); no run passed the gates" in sweep.cli.stdout
+    parent, [child] = sweep.runs()
+    assert parent.info.status == "FINISHED" and child.data.tags["runner.registry_policy"] == "edited"
+
+
+def test_an_edited_copy_of_conf_under_config_path_changes_the_outcome(basic):
+    sweep = basic["copied"]
+    assert sweep.cli.returncode == 1, describe(sweep)  # on_no_winner: fail
+    assert basic["after_copied"] == basic["after_first"]
+    report = sweep.decision()
+    assert report["decision"]["action"] == "no_winner" and report["decision"]["failed"]
+    assert report["policy"]["on_no_winner"] == "fail"
+    parent, [child] = sweep.runs()
+    assert parent.info.status == "FAILED" and child.info.status == "FINISHED"
+
+
+def test_the_hook_again_on_a_finished_sweep_registers_nothing(basic):
+    sweep = basic["first"]
+    store = sweep.store
+    parent, _ = sweep.runs()
+    policy = make_policy()
+    candidates = promotion.sweep_candidates(store.client, parent.info.experiment_id, sweep.sweep_id, policy)
+    decision, _ = promotion.apply_policy(policy, "default", store.registry().store, candidates, sweep_id=sweep.sweep_id)
+    assert decision.action == "kept" and decision.version == "1" and not decision.aliases_moved
+    assert store.versions() == basic["after_copied"]
+
+
+# -- joblib: two jobs at a time on the embedded SQLite store -------------------------------------------
+@pytest.fixture(scope="module")
+def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    return run_sweep(tmp_path_factory.mktemp("joblib"), ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                                          "model=linear", "lr=0.001,0.01", "epochs=1,2",
+                                                          "data.train_stride=16"])
+
+
+def test_joblib_sweep_is_a_parent_with_child_runs_and_promotes_the_best(joblib_sweep):
+    _, children = check_first_sweep(joblib_sweep, jobs=4)
+    assert sorted((r.data.params["lr"], r.data.params["epochs"]) for r in children) == [
+        ("0.001", "1"), ("0.001", "2"), ("0.01", "1"), ("0.01", "2")]
+    assert "database is locked" not in joblib_sweep.output
+
+
+def test_joblib_sweep_loses_no_metric(joblib_sweep):
+    _, children = joblib_sweep.runs()
+    client = joblib_sweep.store.client
+    for run in children:
+        epochs_run = int(run.data.metrics["epochs_run"])
+        assert epochs_run == int(run.data.params["epochs"])  # patience is larger than two epochs
+        for name in ("loss", "val_loss"):
+            history = client.get_metric_history(run.info.run_id, name)
+            assert [m.step for m in history] == list(range(1, epochs_run + 1)), (run.info.run_name, name)
+        for name in ("val_mape", "val_rmse", "val_mae", "test_mape", "best_val_loss", "train_seconds"):
+            assert math.isfinite(run.data.metrics[name]), (run.info.run_name, name)
+        assert len(client.get_metric_history(run.info.run_id, "test_mape_by_lead")) == 48
+
+
+# -- the Optuna preset ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    return run_sweep(tmp_path_factory.mktemp("optuna"), ["sweep=optuna", "hydra.sweeper.n_trials=3", *TINY])
+
+
+def test_optuna_preset_sweep_is_a_parent_with_child_runs_and_promotes_the_best(optuna_sweep):
+    parent, children = check_first_sweep(optuna_sweep, jobs=3)
+    assert parent.data.tags["runner.sweeper"] == "OptunaSweeper"
+    for run in children:  # the preset's search space was sampled
+        assert run.data.params["model.name"] in ("lstm", "gru")
+        assert run.data.params["data.window"] in ("96", "192", "336")
+        assert 0.0003 <= float(run.data.params["lr"]) <= 0.01
+
+
+# -- a failed job ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """Job 0 reads a copy of the data cut to 1000 values (valid config, too short for the split: it fails
+    in the job); job 1 reads the shipped data."""
+    cwd = tmp_path_factory.mktemp("failed")
+    short = cwd / "short.csv"
+    pd.read_csv(series.shipped_series_path()).head(1000).to_csv(short, index=False)
+    return run_sweep(cwd, ["model=naive", f"data.path={short},null", *TINY])
+
+
+def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported(failed_sweep):
+    sweep = failed_sweep
+    assert sweep.cli.returncode == 1, describe(sweep)
+    parent, [short, full] = sweep.runs()
+    assert (short.info.status, full.info.status) == ("FAILED", "FINISHED")
+    assert "traceback.txt" in [a.path for a in sweep.store.client.list_artifacts(short.info.run_id)]
+    assert parent.info.status == "FAILED"
+
+    report = sweep.decision()
+    assert report["counts"]["failed"] == 1 and report["failures"][0]["run_id"] == short.info.run_id
+    assert [row["run_id"] for row in report["top"]] == [full.info.run_id]  # only finished runs count
+    assert report["decision"]["action"] == "promoted"
+    assert "failed jobs: 1 (#0 FAILED)" in sweep.cli.stdout
+    assert f"sweep {sweep.sweep_id} FAILED" in sweep.cli.stdout
+    assert "error: " in sweep.cli.stderr
+
+
+# -- a diverged training --------------------------------------------------------------------------------
+def test_a_non_finite_loss_raises_diverged_error():
+    from runner import training
+
+    training.import_tensorflow_quietly()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    network = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    network.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="mse")
+    inputs = np.ones((32, 4), dtype="float32")
+    inputs[5, 2] = np.inf  # one bad value makes the first batch's loss non-finite
+    targets = np.zeros((32, 1), dtype="float32")
+    epochs_seen = []
+    with pytest.raises(training.DivergedError, match="non-finite"):
+        training.fit(network, (inputs, targets), (inputs, targets), epochs=5, batch_size=8, patience=5,
+                     min_delta=0.0, on_epoch_end=lambda epoch, logs: epochs_seen.append((epoch, logs)))
+    assert [epoch for epoch, _ in epochs_seen] == [1]  # stopped at the first non-finite epoch
+    assert not math.isfinite(epochs_seen[0][1]["loss"])
