@@ -1,0 +1,85 @@
+"""Sweep throughput (joblib with 2 workers against the basic launcher) and peak memory per worker.
+
+The same tiny 8-job grid runs as a real `python -m runner --multirun` command, each time in a fresh
+folder with a fresh embedded store, the launchers alternating (basic, joblib, then joblib, basic).
+Wall time is start to exit, post-sweep hook included. While a sweep runs, its process tree is sampled
+for each process's peak resident memory (VmHWM): with the basic launcher the jobs run in the main
+process; with joblib they run in loky worker processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from bench.processes import PYTHON, Timed, child_env, timed
+from bench.report import Row, median, row
+
+SECTION = "sweep throughput"
+MEMORY = "peak memory"
+GOAL_RATIO = 1.6
+TINY = ["model=mlp", "epochs=2", "data.train_stride=8"]
+GRID = [*TINY, "lr=0.001,0.002,0.005,0.01", "seed=1,2"]  # 8 jobs
+QUICK_GRID = [*TINY, "lr=0.001,0.01", "seed=1,2"]  # 4 jobs
+LAUNCHERS = {
+    "basic": [],
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+}
+
+
+def finished_runs(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT COUNT(*) FROM runs WHERE status = 'FINISHED'").fetchone()[0]
+
+
+def job_count(grid: list[str]) -> int:
+    count = 1
+    for override in grid:
+        count *= len(override.partition("=")[2].split(","))
+    return count
+
+
+def run_sweep(launcher: str, grid: list[str], workdir: Path) -> Timed:
+    folder = Path(tempfile.mkdtemp(prefix=f"sweep-{launcher}-", dir=workdir))
+    result = timed([PYTHON, "-m", "runner", "--multirun", *grid, *LAUNCHERS[launcher]], folder, child_env(),
+                   monitor_memory=True)
+    runs = finished_runs(folder / "outputs" / "mlflow.db")
+    if runs != job_count(grid) + 1:  # every job and the parent
+        raise RuntimeError(f"{launcher} sweep left {runs} FINISHED runs, expected {job_count(grid) + 1}")
+    return result
+
+
+def _is_worker(command: str) -> bool:
+    return "loky" in command or "joblib" in command
+
+
+def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
+    jobs = job_count(grid)
+    seconds: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
+    memory: dict[str, list[float]] = {"basic main": [], "joblib main": [], "joblib worker": []}
+    names = list(LAUNCHERS)
+    for r in range(rounds):
+        for launcher in (names if r % 2 == 0 else names[::-1]):
+            result = run_sweep(launcher, grid, workdir)
+            seconds[launcher].append(result.seconds)
+            memory[f"{launcher} main"].append(result.peak_rss_mb.get(result.root_pid, 0.0))
+            if launcher == "joblib":
+                memory["joblib worker"] += [mb for pid, mb in result.peak_rss_mb.items()
+                                            if _is_worker(result.commands.get(pid, ""))]
+
+    ratios = [b / j for b, j in zip(seconds["basic"], seconds["joblib"], strict=True)]
+    rows = [
+        row(SECTION, f"basic launcher, {jobs} jobs", seconds["basic"], "s", " ".join(grid)),
+        row(SECTION, f"joblib launcher, n_jobs=2, {jobs} jobs", seconds["joblib"], "s",
+            "TF threads per worker = cores / 2 (RUNNER_PARALLEL_JOBS)"),
+        row(SECTION, "speed-up joblib / basic (paired rounds)", ratios, "x", f"goal >= {GOAL_RATIO}",
+            median(ratios) >= GOAL_RATIO),
+        row(MEMORY, "basic launcher: the process running the jobs", memory["basic main"], "MB",
+            f"peak RSS (VmHWM), {jobs} jobs in one process"),
+        row(MEMORY, "joblib: each worker process", memory["joblib worker"], "MB",
+            f"peak RSS of {len(memory['joblib worker'])} worker samples (max "
+            f"{max(memory['joblib worker'], default=0):.0f} MB)"),
+        row(MEMORY, "joblib: main process (hooks, no training)", memory["joblib main"], "MB", "peak RSS"),
+    ]
+    return rows

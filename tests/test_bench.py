@@ -1,0 +1,48 @@
+"""The benchmark must not rot: `python -m bench --quick` runs every section and prints the table.
+
+Timings are not checked here (the speed goals live in the benchmark's own table); only that every
+section was measured, with its repetitions, and that the JSON results file was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, cli_env
+
+SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "sweep throughput", "peak memory")
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_every_section(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    env = cli_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    table = done.stdout[done.stdout.index("Benchmark (quick)"):]
+    for section in SECTIONS:
+        assert f"\n{section} " in table, f"section {section!r} missing from the table:\n{table}"
+    assert "section failed" not in table
+
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick" and results["machine"]["cores"] == os.cpu_count()
+    rows = results["rows"]
+    assert {r["section"] for r in rows} == set(SECTIONS)
+    for r in rows:
+        if r["value"] is None:  # only autologging may be unavailable, and it must say why
+            assert "autolog" in r["label"] and r["note"].startswith("n/a ("), r
+        else:
+            assert r["reps"] >= 1 and len(r["samples"]) == r["reps"], r
+    labels = {r["label"] for r in rows}
+    for expected in ("python -m runner --help", "python -m runner --cfg job", "import tensorflow",
+                     "ratio tracked / untracked (paired rounds)", "total fixed cost of a run",
+                     "hook on 10 runs: time", "speed-up joblib / basic (paired rounds)"):
+        assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
+    assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
