@@ -18,9 +18,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-FEATURES = ("recent", "last_week", "calendar")  # keep in step with runner.forecaster.FEATURES
+FEATURES = ("recent", "last_week", "lags", "calendar")  # keep in step with runner.forecaster.FEATURES
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-LOSSES = ("mse", "mae", "huber")
+LOSSES = ("mse", "mae", "huber", "mape")
 GATE_OPS = ("<", "<=", ">", ">=")
 MODES = ("min", "max")
 # Metrics a policy may rank or gate on: the validation weeks' scores and training facts. The test
@@ -58,13 +58,16 @@ class Split:
 class DataConfig:
     path: str | None = None
     window: int = 336
-    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    features: list[str] = field(default_factory=lambda: ["recent", "last_week", "calendar"])
+    lag_weeks: int = 2
     split: Split = field(default_factory=Split)
     train_stride: int = 1
 
     def __post_init__(self):
         if self.window < 1:
             _fail("data.window", f"must be >= 1; got {self.window}")
+        if self.lag_weeks < 1:
+            _fail("data.lag_weeks", f"must be >= 1; got {self.lag_weeks}")
         if not self.features:
             _fail("data.features", f"must list at least one of {', '.join(FEATURES)}")
         for i, name in enumerate(self.features):
@@ -284,6 +287,10 @@ def validate(cfg: DictConfig) -> Validated:
         _fail("data.features", "model=naive needs 'last_week'")
     if name in ("lstm", "gru", "cnn") and "recent" not in config.data.features:
         _fail("data.features", f"model={name} needs 'recent'")
+    if name == "seasonal" and not {"recent", "lags"} <= set(config.data.features):
+        _fail("data.features", "model=seasonal needs 'recent' and 'lags'")
+    if name == "seasonal" and config.data.window < 48:
+        _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
     return Validated(config=config, model_params=params, builder=str(target))
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 HORIZON = 48  # half-hours in a day: every forecast covers lead times 1..48
 WEEK = 336  # half-hours in a week
 STEP = pd.Timedelta(minutes=30)
-FEATURES = ("recent", "last_week", "calendar")
+FEATURES = ("recent", "last_week", "lags", "calendar")
 CALENDAR_SIZE = 9  # sin/cos of the first target's time of day + one-hot day of week
 
 
@@ -27,18 +27,24 @@ class Preprocessing:
     """How raw demand becomes network inputs and back; saved as JSON beside the network.
 
     Every sample is level-normalised by the mean demand of the day before its origin, then divided
-    by `scale` (fitted on the training weeks only): x -> (x / level - 1) / scale.
+    by `scale` (fitted on the training weeks only): x -> (x / level - 1) / scale. The `lags` feature
+    holds, for each of the last `lag_weeks` weeks, the day before and the day after the origin's time
+    one week (two weeks, ...) earlier, each divided by its own level (the mean of its first day):
+    re-levelled past weeks line up with the targets far better than raw ones.
     """
 
     window: int
-    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    features: list[str] = field(default_factory=lambda: ["recent", "last_week", "calendar"])
     scale: float = 1.0
+    lag_weeks: int = 2
 
     @property
     def min_history(self) -> int:
         need = max(self.window, HORIZON)
         if "last_week" in self.features:
             need = max(need, WEEK)
+        if "lags" in self.features:
+            need = max(need, WEEK * self.lag_weeks + HORIZON)
         return need
 
     def to_json(self, path: str | Path) -> None:
@@ -50,7 +56,8 @@ class Preprocessing:
 
 
 def input_shapes(prep: Preprocessing) -> dict[str, tuple[int, ...]]:
-    shapes = {"recent": (prep.window, 1), "last_week": (HORIZON,), "calendar": (CALENDAR_SIZE,)}
+    shapes = {"recent": (prep.window, 1), "last_week": (HORIZON,), "lags": (prep.lag_weeks, 2 * HORIZON),
+              "calendar": (CALENDAR_SIZE,)}
     return {name: shapes[name] for name in prep.features}
 
 
@@ -86,6 +93,13 @@ def build_inputs(
     if "last_week" in prep.features:
         last_week = _windows(values, origins + 1 - WEEK, HORIZON)
         inputs["last_week"] = ((last_week / norm - 1) / prep.scale).astype(np.float32)
+    if "lags" in prep.features:
+        weeks = []
+        for k in range(1, prep.lag_weeks + 1):
+            past_origins = origins - WEEK * k
+            block = _windows(values, past_origins - HORIZON + 1, 2 * HORIZON)
+            weeks.append((block / levels(values, past_origins)[:, None] - 1) / prep.scale)
+        inputs["lags"] = np.stack(weeks, axis=1).astype(np.float32)
     if "calendar" in prep.features:
         inputs["calendar"] = calendar_features(pd.DatetimeIndex(timestamps[origins]) + STEP)
     return inputs, level

@@ -228,7 +228,8 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     # -- data ---------------------------------------------------------------------------------------
     values = frame["demand_mw"].to_numpy()
     timestamps = pd.DatetimeIndex(frame["timestamp"])
-    prep = Preprocessing(window=config.data.window, features=list(config.data.features))
+    prep = Preprocessing(window=config.data.window, features=list(config.data.features),
+                         lag_weeks=config.data.lag_weeks)
     s = config.data.split
     split = series.split_origins(len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks,
                                  config.data.train_stride)
@@ -248,7 +249,7 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
     t = config.trainer
     network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
-                    loss={"mse": "mse", "mae": "mae", "huber": "huber"}[t.loss])
+                    loss=training.make_loss(t.loss, prep.scale))
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
         tracker.log_metrics(logs, step=epoch)  # one batched call per epoch

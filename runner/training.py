@@ -74,6 +74,19 @@ def make_optimizer(name: str, lr: float, clipnorm: float | None, weight_decay: f
             "rmsprop": keras.optimizers.RMSprop}[name](**options)
 
 
+def make_loss(name: str, scale: float):
+    """The training loss. `mape` is MAPE in MW computed on the normalised values: with targets
+    t = (y / level - 1) / scale and predictions p alike, |y_hat - y| / y = scale |p - t| / (1 + scale t)."""
+    if name != "mape":
+        return {"mse": "mse", "mae": "mae", "huber": "huber"}[name]
+    from keras import ops
+
+    def mape(y_true, y_pred):
+        return 100.0 * ops.mean(scale * ops.abs(y_pred - y_true) / (1.0 + scale * y_true), axis=-1)
+
+    return mape
+
+
 @dataclass
 class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
