@@ -266,6 +266,7 @@ def _move_stage(registry, name, stage, version, archive_previous: bool, reason, 
 def build_report(policy: Policy, policy_name: str, decision: Decision, candidates: list[Candidate],
                  ranked: list[Candidate], sweep_id: str | None, parent_run_id: str | None,
                  started: float) -> dict[str, Any]:
+    candidates = sorted(candidates, key=lambda c: int(c.job_num or 0))  # the search returns newest first
     failures = [c.summary() for c in candidates if c.status != "FINISHED"]
     ranked_ids = {c.run_id for c in ranked}
     rejected = [c.summary() for c in candidates if c.status == "FINISHED" and c.run_id not in ranked_ids]
