@@ -71,6 +71,8 @@ def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
     assert version["tags"]["runner.run_id"] == version["run_id"] == winner.info.run_id
     assert float(version["tags"]["runner.metric_value"]) == pytest.approx(winner.data.metrics["val_mape"], rel=1e-5)
     assert version["aliases"] == ["challenger", "champion"]
+    assert version["tags"]["runner.policy"] == "default" and version["tags"]["runner.policy_metric"] == "val_mape"
+    assert version["tags"]["runner.decision_reason"] == "no champion yet: the first passing winner becomes champion"
 
     assert "rank   job    val_mape  test_mape" in sweep.cli.stdout
     assert f"decision: promoted version 1 of {MODEL_NAME} (challenger -> v1, champion -> v1)" in sweep.cli.stdout
@@ -218,6 +220,28 @@ def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported
     assert "failed jobs: 1 (#0 FAILED)" in sweep.cli.stdout
     assert f"sweep {sweep.sweep_id} FAILED" in sweep.cli.stdout
     assert "error: " in sweep.cli.stderr
+
+
+@pytest.fixture(scope="module")
+def failed_optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """The Optuna preset with every trial failing in its job (data too short), tolerated by the sweeper."""
+    cwd = tmp_path_factory.mktemp("failed_optuna")
+    short = cwd / "short.csv"
+    pd.read_csv(series.shipped_series_path()).head(1000).to_csv(short, index=False)
+    return run_sweep(cwd, ["sweep=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0",
+                           f"data.path={short}", *TINY])
+
+
+def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed_optuna_sweep):
+    sweep = failed_optuna_sweep
+    assert sweep.cli.returncode == 1, describe(sweep)
+    parent, children = sweep.runs()
+    assert [r.info.status for r in children] == ["FAILED", "FAILED"]  # both trials ran
+    assert parent.info.status == "FAILED"
+    report = sweep.decision()
+    assert report["counts"]["failed"] == 2 and report["decision"]["action"] == "no_winner"
+    assert "failed jobs: 2 (#0 FAILED, #1 FAILED)" in sweep.cli.stdout
+    assert sweep.store.versions() == []
 
 
 # -- a diverged training --------------------------------------------------------------------------------
