@@ -266,6 +266,7 @@ def wait_for(condition, processes: list, seconds: float = 180) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # two processes, three rounds
 def test_two_concurrent_sweeps_end_with_the_better_winner_as_champion(synthetic, tmp_path):
     # Round 1: the worse sweep decides first and slowly, the better one a moment later; round 2 swapped;
     # round 3: both at once. Two processes play all rounds (each process start costs seconds of imports).

@@ -30,7 +30,6 @@ from sweep_fixtures import (
 
 from runner import promotion, series
 
-pytestmark = pytest.mark.slow
 IMPOSSIBLE_GATE = [{"metric": "val_mape", "op": "<", "value": 0.001}]
 
 
@@ -104,6 +103,7 @@ def basic(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return story
 
 
+@pytest.mark.slow
 def test_basic_launcher_sweep_is_a_parent_with_child_runs_and_promotes_the_best(basic):
     parent, children = check_first_sweep(basic["first"], jobs=2)
     assert [r.data.tags["runner.model"] for r in children] == ["naive", "linear"]
@@ -115,6 +115,7 @@ def test_basic_launcher_sweep_is_a_parent_with_child_runs_and_promotes_the_best(
     assert events == [("challenger", None, "1", sweep_id), ("champion", None, "1", sweep_id)]
 
 
+@pytest.mark.slow
 def test_a_new_policy_file_with_an_impossible_gate_registers_nothing_and_keeps_the_champion(basic):
     sweep = basic["edited"]
     assert sweep.cli.returncode == 0, describe(sweep)  # on_no_winner: keep
@@ -128,6 +129,7 @@ def test_a_new_policy_file_with_an_impossible_gate_registers_nothing_and_keeps_t
     assert parent.info.status == "FINISHED" and child.data.tags["runner.registry_policy"] == "edited"
 
 
+@pytest.mark.slow
 def test_an_edited_copy_of_conf_under_config_path_changes_the_outcome(basic):
     sweep = basic["copied"]
     assert sweep.cli.returncode == 1, describe(sweep)  # on_no_winner: fail
@@ -139,6 +141,7 @@ def test_an_edited_copy_of_conf_under_config_path_changes_the_outcome(basic):
     assert parent.info.status == "FAILED" and child.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_the_hook_again_on_a_finished_sweep_registers_nothing(basic):
     sweep = basic["first"]
     store = sweep.store
@@ -158,6 +161,7 @@ def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
                                                           "data.train_stride=16"])
 
 
+@pytest.mark.slow
 def test_joblib_sweep_is_a_parent_with_child_runs_and_promotes_the_best(joblib_sweep):
     _, children = check_first_sweep(joblib_sweep, jobs=4)
     assert sorted((r.data.params["lr"], r.data.params["epochs"]) for r in children) == [
@@ -165,6 +169,7 @@ def test_joblib_sweep_is_a_parent_with_child_runs_and_promotes_the_best(joblib_s
     assert "database is locked" not in joblib_sweep.output
 
 
+@pytest.mark.slow
 def test_joblib_sweep_loses_no_metric(joblib_sweep):
     _, children = joblib_sweep.runs()
     client = joblib_sweep.store.client
@@ -185,6 +190,7 @@ def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     return run_sweep(tmp_path_factory.mktemp("optuna"), ["sweep=optuna", "hydra.sweeper.n_trials=3", *TINY])
 
 
+@pytest.mark.slow
 def test_optuna_preset_sweep_is_a_parent_with_child_runs_and_promotes_the_best(optuna_sweep):
     parent, children = check_first_sweep(optuna_sweep, jobs=3)
     assert parent.data.tags["runner.sweeper"] == "OptunaSweeper"
@@ -205,6 +211,7 @@ def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     return run_sweep(cwd, ["model=naive", f"data.path={short},null", *TINY])
 
 
+@pytest.mark.slow
 def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported(failed_sweep):
     sweep = failed_sweep
     assert sweep.cli.returncode == 1, describe(sweep)
@@ -232,6 +239,7 @@ def failed_optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
                            f"data.path={short}", *TINY])
 
 
+@pytest.mark.slow
 def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed_optuna_sweep):
     sweep = failed_optuna_sweep
     assert sweep.cli.returncode == 1, describe(sweep)
@@ -245,6 +253,7 @@ def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed
 
 
 # -- a diverged training --------------------------------------------------------------------------------
+@pytest.mark.slow  # imports TensorFlow
 def test_a_non_finite_loss_raises_diverged_error():
     from runner import training
 
@@ -263,3 +272,15 @@ def test_a_non_finite_loss_raises_diverged_error():
                      min_delta=0.0, on_epoch_end=lambda epoch, logs: epochs_seen.append((epoch, logs)))
     assert [epoch for epoch, _ in epochs_seen] == [1]  # stopped at the first non-finite epoch
     assert not math.isfinite(epochs_seen[0][1]["loss"])
+
+
+def test_parallel_jobs_share_the_cores_instead_of_oversubscribing_them(monkeypatch):
+    from runner import training
+
+    monkeypatch.setattr(training.os, "cpu_count", lambda: 8)
+    assert training.thread_budget(None) == 8
+    monkeypatch.setenv(training.PARALLEL_JOBS_ENV, "2")  # what the sweep hook hands joblib's workers
+    assert training.thread_budget(None) == 4
+    monkeypatch.setenv(training.PARALLEL_JOBS_ENV, "16")
+    assert training.thread_budget(None) == 1
+    assert training.thread_budget(3) == 3  # trainer.threads, when set, wins
