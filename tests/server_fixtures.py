@@ -51,6 +51,20 @@ def _database_url(database: str) -> str:
     return urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{database}"))
 
 
+def create_database(name: str) -> str:
+    """CREATE DATABASE `name`; returns its URL."""
+    import psycopg2
+
+    connection = psycopg2.connect(_database_url("postgres"), connect_timeout=5)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return _database_url(name)
+
+
 def drop_database(name: str) -> None:
     import psycopg2
 
