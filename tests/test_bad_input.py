@@ -12,7 +12,7 @@ from runner.config_schema import ConfigError, validate
 
 # override -> (the key the message must name, what it must say is allowed)
 BAD_INPUT = {
-    "model=nosuch": ("model", r"allowed: cnn, gru, linear, lstm, mlp, naive$"),
+    "model=nosuch": ("model", r"allowed: cnn, gru, linear, lstm, mlp, naive, seasonal$"),
     "lr=abc": ("lr", r"[Ff]loat|number"),
     "epochs=0": ("epochs", r">= 1"),
     "lr=-1": ("lr", r"positive"),

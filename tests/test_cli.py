@@ -23,7 +23,7 @@ def test_help_and_config_printing_are_light_and_work_from_any_directory(args, tm
     assert not modules & HEAVY, f"imported {modules & HEAVY}"
     assert "hydra" in modules  # the record is real: the CLI did compose through Hydra
     if args[0] == "--help":
-        assert "model: cnn, gru, linear, lstm, mlp, naive" in cli.stdout  # the groups and their options
+        assert "model: cnn, gru, linear, lstm, mlp, naive, seasonal" in cli.stdout  # the groups and their options
         assert "lr: 0.001" in cli.stdout
     else:
         config = yaml.safe_load(cli.stdout)
