@@ -1,0 +1,148 @@
+"""The MLflow UI in a real browser: headless Debian chromium driven by Playwright (no browser download).
+On the shared tracking server, after a real sweep: the experiment page lists the sweep's parent run and,
+expanded, its children; the registered model's page shows the version that holds `champion`. The UI on
+the embedded SQLite store (`scripts/mlflow-server --embedded`, what `make ui` runs) shows a sweep too.
+Screenshots are kept in the test's folder and copied to outputs/test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, sqlite_uri
+from server_fixtures import REPO, SERVER_SCRIPT, free_port
+
+pytestmark = [pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root in a sandbox without network: no sandbox, no GPU, and none of Chromium's background traffic.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = REPO / "outputs" / "test-artifacts"
+UI_TIMEOUT_MS = 90_000  # the single-page app loads its bundle, then queries the server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    """One headless Chromium for the session."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[ui]'")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed: apt-get install -y chromium")
+    playwright = playwright_api.sync_playwright().start()
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def keep_screenshot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, ARTIFACTS / name)
+    return path
+
+
+def show_sweep_in_runs_page(page, base_url: str, experiment_id: str, parent_id: str, child_ids: list[str]) -> None:
+    """Open the experiment's runs page, find the parent run, expand it and find every child."""
+    page.goto(f"{base_url}/#/experiments/{experiment_id}/runs")
+    parent_link = page.locator(f'a[href$="/runs/{parent_id}"]')
+    parent_link.wait_for(timeout=UI_TIMEOUT_MS)
+    for child in child_ids:  # children are folded under their parent until it is expanded
+        assert page.locator(f'a[href$="/runs/{child}"]').count() == 0
+    name_cell = page.locator("[role=gridcell]", has=parent_link)
+    name_cell.locator("button").first.click()  # the expander left of the run name
+    for child in child_ids:
+        page.locator(f'a[href$="/runs/{child}"]').wait_for(timeout=UI_TIMEOUT_MS)
+
+
+def champion_row_text(page, base_url: str, model_name: str) -> str:
+    page.goto(f"{base_url}/#/models/{model_name}")
+    row = page.locator("[role=row]", has_text="@ champion")
+    row.first.wait_for(timeout=UI_TIMEOUT_MS)
+    assert row.count() == 1  # an alias sits on one version
+    return row.first.inner_text()
+
+
+# -- the shared tracking server after a real joblib sweep -------------------------------------------
+@pytest.mark.postgres
+def test_the_experiment_page_shows_the_sweep_parent_with_its_children(server_sweep, page, tmp_path):
+    show_sweep_in_runs_page(page, server_sweep.server.uri, server_sweep.experiment_id,
+                            server_sweep.parent.info.run_id, [c.info.run_id for c in server_sweep.children])
+    assert page.get_by_text(server_sweep.parent.info.run_name).count() >= 1
+    keep_screenshot(page, tmp_path, "ui-server-sweep-runs.png")
+
+
+@pytest.mark.postgres
+def test_the_registered_model_page_shows_the_version_holding_champion(server_sweep, page, tmp_path):
+    champion = server_sweep.client.get_model_version_by_alias("uk-demand-forecaster", "champion")
+    text = champion_row_text(page, server_sweep.server.uri, "uk-demand-forecaster")
+    assert f"Version {champion.version}" in text
+    assert champion.run_id in text  # the version's runner.run_id tag: the sweep's best child
+    keep_screenshot(page, tmp_path, "ui-server-champion.png")
+
+
+# -- the embedded store, as `make ui` serves it -----------------------------------------------------
+@pytest.fixture
+def embedded_ui(tmp_path) -> Iterator[tuple[str, Path]]:
+    """A naive-model sweep (nothing to train) on the embedded store of tmp_path, then the UI on it."""
+    cli = run_cli(["--multirun", "model=naive", "epochs=1", "data.train_stride=16", "seed=1,2"], tmp_path)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    port = free_port()
+    log = (tmp_path / "ui.log").open("w")
+    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs"),
+                                "--port", str(port), "--workers", "1"],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    import os
+    import signal
+
+    import requests
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the UI did not start"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}", tmp_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_the_ui_on_the_embedded_store_shows_a_sweep_and_its_champion(embedded_ui, page):
+    from mlflow.tracking import MlflowClient
+
+    base_url, folder = embedded_ui
+    client = MlflowClient(tracking_uri=sqlite_uri(folder / "outputs" / "mlflow.db"))
+    [experiment] = [e for e in client.search_experiments() if e.name == "uk-demand"]
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("runner.sweep_role") == "parent"]
+    children = [r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    show_sweep_in_runs_page(page, base_url, experiment.experiment_id, parent.info.run_id, children)
+    keep_screenshot(page, folder, "ui-embedded-sweep-runs.png")
+    champion = client.get_model_version_by_alias("uk-demand-forecaster", "champion")
+    assert f"Version {champion.version}" in champion_row_text(page, base_url, "uk-demand-forecaster")
