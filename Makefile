@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench server ui
 install: $(STAMP)
 
 run: $(STAMP)
@@ -28,3 +28,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# A shared tracking server for a local trial: PostgreSQL on 127.0.0.1:5432 (database `mlflow`), artifacts
+# served from outputs/server-artifacts. SERVER_ARGS: e.g. "--port 5001 --auth" (see scripts/mlflow-server -h).
+SERVER_ARGS ?=
+server: $(STAMP)
+	$(BIN)/python scripts/mlflow-server $(SERVER_ARGS)
+
+# The MLflow UI on the project's store: the tracking server when MLFLOW_TRACKING_URI is http(s), else the
+# embedded store under outputs/ served at http://127.0.0.1:$(UI_PORT).
+UI_PORT ?= 5050
+ui: $(STAMP)
+	@case "$${MLFLOW_TRACKING_URI:-}" in \
+		http://*|https://*) echo "the UI is the tracking server itself: open $$MLFLOW_TRACKING_URI" ;; \
+		*) $(BIN)/python scripts/mlflow-server --embedded outputs --port $(UI_PORT) --workers 1 ;; \
+	esac
