@@ -153,6 +153,11 @@ def check_reachable(store: Store, timeout: float = 5.0) -> None:
     except requests.RequestException as error:
         reason = type(error).__name__
         raise TrackingUnavailable(f"tracking server {store.display_uri} is unreachable ({reason})") from None
+    if response.status_code == 403 and "Invalid Host header" in response.text:
+        raise TrackingUnavailable(
+            f"tracking server {store.display_uri} rejected the Host header (HTTP 403); start it with "
+            "--allowed-hosts naming the host clients use"
+        )
     if response.status_code in (401, 403):
         raise TrackingUnavailable(
             f"tracking server {store.display_uri} refused the credentials (HTTP {response.status_code}); "
