@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -78,14 +78,25 @@ def resolve_store(tracking_uri: str | None = None, store_dir: str | os.PathLike 
 
 def prepare_store(store: Store) -> None:
     """Create the embedded store's folder and turn on SQLite's write-ahead log once, before MLflow
-    opens it: parallel jobs then read while one writes, instead of failing with "database is locked"."""
+    opens it: parallel jobs then read while one writes, instead of failing with "database is locked".
+
+    A new database gets MLflow's schema under a file lock: processes that open the same fresh store
+    at once (two commands started together) would otherwise all run the schema migrations, and all
+    but one fail ("table ... already exists", "duplicate column name")."""
     db = sqlite_path(store.tracking_uri)
     if db is None:
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(db, timeout=30) as connection:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
+    from filelock import FileLock
+
+    with FileLock(str(db.with_name(f"{db.name}.init-lock")), timeout=300):
+        with closing(sqlite3.connect(db, timeout=30)) as connection, connection:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            migrated = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
+        if not migrated:
+            MlflowClient(tracking_uri=store.tracking_uri).search_experiments(max_results=1)  # creates it
 
 
 # MLflow's client retries a failed request with exponential backoff (urllib3: sleeps of 0, 2F, 4F, ... s
