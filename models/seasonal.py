@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runner.models.layers import make_inputs
+from runner.models.layers import make_inputs, seasonal_base
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Params:
 
 def build(input_shapes, horizon, params: Params):
     import keras
-    from keras import layers, ops
+    from keras import layers
 
     if not {"recent", "lags"} <= set(input_shapes):
         raise ValueError("model=seasonal needs 'recent' and 'lags' in data.features")
@@ -35,7 +35,7 @@ def build(input_shapes, horizon, params: Params):
     last_day = layers.Reshape((1, horizon))(inputs["recent"][:, -horizon:, 0])
     lags = inputs["lags"]  # (weeks, 2 * horizon): the day before and the day after, each week back
     deviation = layers.Subtract(name="now_minus_weeks_ago")([last_day, lags[:, :, :horizon]])
-    base = ops.mean(lags[:, :, horizon:], axis=1)
+    base = seasonal_base(inputs, horizon)
     regularizer = keras.regularizers.L2(params.l2) if params.l2 else None
     correction = layers.Dense(horizon, use_bias=params.bias, kernel_initializer="zeros",
                               kernel_regularizer=regularizer, name="correction")(layers.Flatten()(deviation))
