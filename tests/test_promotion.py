@@ -315,8 +315,9 @@ def rescore_story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One store, three commands:
     1. a single run of model=naive on a shifted copy of the data with promote_single_run=true: champion v1
        (val_mape about 5.3 there; about 3.75 when re-scored on the shipped data);
-    2. a joblib sweep of model=linear (val_mape 3.9978) on the shipped data: beats the logged 5.3, loses to
-       the re-scored 3.75, so it is registered as challenger and the champion stays;
+    2. a joblib sweep of model=naive on the shipped data (3.75), under a policy asking for an improvement
+       of 0.01: it beats the logged 5.3 but not the re-scored 3.75, so it is registered as challenger and
+       the champion stays;
     3. a sweep under a policy that refuses to compare across data: exit 1, the registry unchanged."""
     cwd = tmp_path_factory.mktemp("rescore")
     frame = pd.read_csv(series.shipped_series_path())
@@ -326,11 +327,14 @@ def rescore_story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config_dir = write_policy(cwd / "policies", "refusing",
                               champion={"min_improvement": 0.0, "min_relative_improvement": 0.0,
                                         "on_data_mismatch": "refuse"})
+    write_policy(config_dir, "rescoring", champion={"min_improvement": 0.01, "min_relative_improvement": 0.0,
+                                                    "on_data_mismatch": "rescore"})
     store = SweepStore(cwd)
     single = run_cli(["model=naive", *TINY, f"data.path={shifted}", "promote_single_run=true"], cwd)
     single_run_ids = [r.info.run_id for r in store.runs()]
     after_single = store.versions()
-    rescored = run_sweep(cwd, ["hydra/launcher=joblib", "model=linear", "lr=0.001", *TINY])
+    rescored = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=rescoring", "hydra/launcher=joblib",
+                               "model=naive", *TINY])
     after_rescored = store.versions()
     history = store.registry().alias_history("uk-demand-forecaster")
     refused = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=refusing", "model=naive", *TINY])
@@ -364,7 +368,7 @@ def test_a_champion_scored_on_other_data_is_rescored_before_the_comparison(resco
     assert decision["champion_value"] == pytest.approx(NAIVE_VAL_MAPE, abs=1e-3)
     assert decision["champion_value"] != pytest.approx(logged, abs=0.1)
     assert (decision["action"], decision["version"], decision["champion_after"]) == ("registered", "2", "1")
-    assert "re-scoring it" in sweep.output and "vs champion 3.7515" in sweep.output
+    assert "re-scoring it" in sweep.output and "val_mape 3.7515 vs champion 3.7515" in sweep.output
     assert store.alias_version("champion") == "1" and store.alias_version("challenger") == "2"
     assert not (rescore_story["cwd"] / "mlflow.db").exists()  # nothing went to MLflow's default store
 
