@@ -124,3 +124,31 @@ def test_tracking_server_preset_reads_the_server_uri_from_the_environment(tmp_pa
     cli = run_cli(["tracking=server", *TINY_MLP], tmp_path, env={"MLFLOW_SERVER_URI": uri})
     assert cli.returncode == 1
     assert f"error: tracking server {uri} is unreachable" in cli.stderr
+
+
+# -- scripts/mlflow-server's own errors -------------------------------------------------------------
+def test_the_server_script_names_an_unreachable_postgresql_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from server_fixtures import SERVER_SCRIPT
+
+    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://postgres@127.0.0.1:1",
+                           "--port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: PostgreSQL at 127.0.0.1:1 is not reachable")
+
+
+def test_the_server_script_refuses_an_embedded_store_that_does_not_exist(tmp_path):
+    import subprocess
+    import sys
+
+    from server_fixtures import SERVER_SCRIPT
+
+    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"error: --embedded: no store at {tmp_path / 'outputs' / 'mlflow.db'}; "
+                                   "run the runner from that folder first (make run)")
