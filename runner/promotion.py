@@ -31,6 +31,7 @@ FORECASTER_URI_TAG = "runner.forecaster_uri"
 MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")
+DECISION_TAG = "runner.decision"  # set on a version once the decision about it is complete
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Candidate:
 
 @dataclass
 class Decision:
-    action: str  # promoted | registered | kept | no_winner | refused
+    action: str  # promoted | registered | kept | no_winner | refused | already_applied
     reason: str
     winner_run_id: str | None = None
     version: str | None = None
@@ -117,7 +118,12 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
     """Decide and change the registry as the policy says. Returns the decision and the ranking."""
     ranked = rank(policy, candidates)
     if not ranked:
-        reason = "no run passed the gates" if candidates else "the sweep has no runs"
+        if not candidates:
+            reason = "the sweep has no runs"
+        elif any(c.status == "FINISHED" for c in candidates):
+            reason = "no run passed the gates"
+        else:
+            reason = "no run finished"
         return Decision("no_winner", reason, failed=policy.on_no_winner == "fail"), ranked
     winner = ranked[0]
     from runner.registry import default_actor
@@ -138,6 +144,13 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     if champion is None and policy.stages.promoted:
         latest = registry.get_latest_versions(name, stages=[policy.stages.promoted]) if _exists(registry, name) else []
         champion = latest[0] if latest else None
+    existing = _existing_version(registry, policy, winner)
+    if existing is not None and DECISION_TAG in existing["tags"]:
+        # The hook ran before for this winner: repeat nothing (not even the challenger alias).
+        held = champion["version"] if champion else None
+        return Decision("already_applied", f"version {existing['version']} was decided before "
+                        f"({existing['tags'][DECISION_TAG]}); nothing changed", winner.run_id, existing["version"],
+                        champion_before=held, champion_after=held)
 
     champion_value = None
     promote, reason = True, "no champion yet: the first passing winner becomes champion"
@@ -164,6 +177,7 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
                     sweep_id, decision)
     if not promote:
         decision.action = "registered" if decision.aliases_moved or decision.stages_moved else "kept"
+    registry.set_model_version_tag(name, version["version"], DECISION_TAG, decision.action)
     return decision
 
 
@@ -228,11 +242,19 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
     return scores.as_metrics("val")[metric]
 
 
-def _register_once(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
-                   reason: str) -> dict:
+def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | None:
+    """The version this policy registered for the winner's run before, if any."""
     for version in registry.get_model_versions(policy.model_name) if _exists(registry, policy.model_name) else []:
         if version["run_id"] == winner.run_id and version["tags"].get("runner.policy_metric") == policy.metric:
-            return version  # the hook ran before for this run: never register twice
+            return version
+    return None
+
+
+def _register_once(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
+                   reason: str) -> dict:
+    existing = _existing_version(registry, policy, winner)
+    if existing is not None:
+        return existing  # registered before (a hook interrupted before its decision): never register twice
     tags = {
         "runner.run_id": winner.run_id,
         "runner.policy": policy_name,
@@ -288,7 +310,7 @@ def format_report(report: dict[str, Any]) -> str:
     """A short console table: the top runs, the decision and why."""
     policy = report["policy"]
     metric = policy["metric"]
-    lines = [f"{'rank':>4}  {'job':>4}  {metric:>10}  {'test_mape':>9}  run       name"]
+    lines = [f"{'rank':>4}  {'job':>4}  {metric:>10}  {'test_mape':>9}  run       name"] if report["top"] else []
     for i, row in enumerate(report["top"][:5], start=1):
         test = f"{row['test_mape']:.3f}" if row["test_mape"] is not None else "-"
         lines.append(f"{i:>4}  {row['job'] or '-':>4}  {row['value']:>10.4f}  {test:>9}  {row['run_id'][:8]}  "

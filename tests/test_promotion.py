@@ -198,14 +198,14 @@ def test_the_hook_twice_for_the_same_sweep_registers_nothing_twice(synthetic, mo
     assert finish_sweep(state) == 0
     decision, _ = synthetic.decide(sweep, policy)
 
-    assert decision.action == "kept" and decision.version == "1"
-    assert decision.aliases_moved == [] and "already holds version 1" in decision.reason
+    assert decision.action == "already_applied" and decision.version == "1"
+    assert decision.aliases_moved == [] and "decided before" in decision.reason
     assert [v["run_id"] for v in synthetic.versions(model_name)] == [sweep.run_ids[1]]
     assert synthetic.registry().alias_history(model_name) == history  # no alias moved again
     parent = synthetic.client.get_run(sweep.parent_run_id)
     assert parent.info.status == "FINISHED"
     report = decision_report(synthetic.client, sweep.parent_run_id)
-    assert report["decision"]["action"] == "kept" and report["sweep_id"] == sweep.sweep_id
+    assert report["decision"]["action"] == "already_applied" and report["sweep_id"] == sweep.sweep_id
 
 
 def test_the_hook_of_an_older_sweep_run_again_keeps_the_newer_champion(synthetic, model_name):
@@ -213,8 +213,11 @@ def test_the_hook_of_an_older_sweep_run_again_keeps_the_newer_champion(synthetic
     older = synthetic.make_sweep([5.0])
     synthetic.decide(older, policy)
     synthetic.decide(synthetic.make_sweep([4.0]), policy)
+    history = synthetic.registry().alias_history(model_name)
     decision, _ = synthetic.decide(older, policy)
+    assert decision.action == "already_applied"
     assert decision.version == "1" and decision.champion_after == "2"
+    assert synthetic.registry().alias_history(model_name) == history  # not even challenger moves back
     assert len(synthetic.versions(model_name)) == 2
     assert champion_moves(synthetic, model_name) == [(None, "1"), ("1", "2")]
 
