@@ -149,7 +149,7 @@ def test_the_hook_again_on_a_finished_sweep_registers_nothing(basic):
     policy = make_policy()
     candidates = promotion.sweep_candidates(store.client, parent.info.experiment_id, sweep.sweep_id, policy)
     decision, _ = promotion.apply_policy(policy, "default", store.registry().store, candidates, sweep_id=sweep.sweep_id)
-    assert decision.action == "kept" and decision.version == "1" and not decision.aliases_moved
+    assert decision.action == "already_applied" and decision.version == "1" and not decision.aliases_moved
     assert store.versions() == basic["after_copied"]
 
 
