@@ -3,6 +3,8 @@
     python -m runner.evaluate --model uk-demand-forecaster@champion
     python -m runner.evaluate --model uk-demand-forecaster --version 3 --plot mape_by_lead.png
     python -m runner.evaluate --run 0123abcd... --json
+    python -m runner.evaluate --model uk-demand-forecaster@champion \
+        --reference uk-demand-linear-reference@champion --plot mape_by_lead.png   # the README's table
 
 The model is loaded as a user would load it (mlflow.pyfunc.load_model of `models:/NAME@alias`,
 `models:/NAME/V`, or the run's logged forecaster) and forecasts from exactly the 1297 origins whose
@@ -17,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ class Evaluation:
     data_file: str
     data_fingerprint: str
     notes: list[str]
+    references: dict[str, np.ndarray] = field(default_factory=dict)  # other models' MAPE by lead, same origins
 
     def as_dict(self) -> dict[str, Any]:
         def curve(by_lead: np.ndarray) -> dict[str, Any]:
@@ -57,6 +60,7 @@ class Evaluation:
             "forecaster": {**curve(self.model_by_lead), "rmse_mw": self.rmse, "mae_mw": self.mae},
             "weekly_naive": curve(self.weekly_by_lead),
             "daily_naive": curve(self.daily_by_lead),
+            "references": {label: curve(by_lead) for label, by_lead in self.references.items()},
             "notes": self.notes,
         }
 
@@ -72,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which.add_argument("--model", metavar="NAME[@ALIAS]", help="a registered model: NAME@alias, or NAME with --version")
     which.add_argument("--run", metavar="RUN_ID", help="the forecaster logged by this run")
     parser.add_argument("--version", help="the registered model's version (with --model NAME)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME@ALIAS",
+                        help="another registered model (NAME@alias or NAME/version) scored beside it; repeatable")
     parser.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="also save MAPE by lead time as a PNG")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -138,6 +144,10 @@ def load_forecaster(uri: str, tracking_uri: str):
     import mlflow
     import mlflow.pyfunc
 
+    from runner.training import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # the forecaster loads Keras; keep TensorFlow's start-up lines off stderr
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with warnings.catch_warnings():
@@ -202,19 +212,21 @@ def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: 
 
 # -- output -------------------------------------------------------------------------------------------
 def format_table(result: Evaluation) -> str:
+    columns = {"forecaster": result.model_by_lead, **result.references,
+               "weekly naive": result.weekly_by_lead, "daily naive": result.daily_by_lead}
+    widths = [max(10, len(name)) for name in columns]
     lines = [
         f"model: {result.label}  ({result.model_uri})",
         f"protocol: weeks 9-12 of {result.data_file}, {len(result.origins)} origins "
         f"{result.origins[0]}..{result.origins[-1]}, lead times 1..{len(result.model_by_lead)} half-hours; MAPE in %",
         "",
-        f"{'lead':>4}  {'forecaster':>10}  {'weekly naive':>12}  {'daily naive':>11}",
+        f"{'lead':>4}  " + "  ".join(f"{name:>{w}}" for name, w in zip(columns, widths, strict=True)),
     ]
-    for lead, (m, w, d) in enumerate(zip(result.model_by_lead, result.weekly_by_lead, result.daily_by_lead,
-                                         strict=True), start=1):
-        lines.append(f"{lead:>4}  {m:>10.3f}  {w:>12.3f}  {d:>11.3f}")
+    curves = list(zip(columns.values(), widths, strict=True))
+    for lead in range(len(result.model_by_lead)):
+        lines.append(f"{lead + 1:>4}  " + "  ".join(f"{curve[lead]:>{w}.3f}" for curve, w in curves))
     lines += [
-        f"{'mean':>4}  {result.model_by_lead.mean():>10.2f}  {result.weekly_by_lead.mean():>12.2f}  "
-        f"{result.daily_by_lead.mean():>11.2f}",
+        f"{'mean':>4}  " + "  ".join(f"{curve.mean():>{w}.2f}" for curve, w in curves),
         "",
         f"mean MAPE {result.model_by_lead.mean():.2f}% (weekly seasonal naive {result.weekly_by_lead.mean():.2f}%, "
         f"daily {result.daily_by_lead.mean():.2f}%); RMSE {result.rmse:.0f} MW, MAE {result.mae:.0f} MW",
@@ -227,8 +239,8 @@ def save_plot(result: Evaluation, path: Path) -> Path:
     from runner import plots
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    curves = {result.label: result.model_by_lead, "weekly seasonal naive": result.weekly_by_lead,
-              "daily seasonal naive": result.daily_by_lead}
+    curves = {result.label: result.model_by_lead, **result.references,
+              "weekly seasonal naive": result.weekly_by_lead, "daily seasonal naive": result.daily_by_lead}
     return plots.mape_by_lead(curves, path, "MAPE by lead time, weeks 9-12 (1297 origins)")
 
 
@@ -254,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         uri, label, tags = resolve_model(args)
         model = load_forecaster(uri, tracking_uri)
         result = evaluate(model, uri, label, tags, per_origin=args.per_origin)
+        for reference in args.reference:
+            ref_uri = f"models:/{reference}"
+            scored = evaluate(load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin)
+            result.references[reference] = scored.model_by_lead
     except RunnerError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
