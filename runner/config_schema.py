@@ -90,6 +90,7 @@ class TrainerConfig:
     min_delta: float = 0.0
     threads: int | None = None
     verbose: bool = True
+    refit: bool = False
 
     def __post_init__(self):
         _one_of("trainer.optimizer", self.optimizer, OPTIMIZERS)

@@ -246,10 +246,15 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     from hydra.utils import get_method
 
     build = get_method(validated.builder)
-    network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
     t = config.trainer
-    network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
-                    loss=training.make_loss(t.loss, prep.scale))
+
+    def new_network():
+        network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
+        network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
+                        loss=training.make_loss(t.loss, prep.scale))
+        return network
+
+    network = new_network()
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
         tracker.log_metrics(logs, step=epoch)  # one batched call per epoch
@@ -265,8 +270,19 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
         tracker.log_metrics({"val_loss": fit.best_val_loss}, step=0)
 
     # -- scores, always in MW -----------------------------------------------------------------------
+    # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
     val_scores = evaluation.score(forecaster.forecast_origins(network, prep, frame, split.val),
                                   evaluation.actuals(values, split.val))
+    if t.refit and fit.best_epoch:
+        # Retrain from scratch on weeks 1-8 for the chosen number of epochs: the validation week is the
+        # closest to what is forecast. The test weeks are still unseen; the run's forecaster is this one.
+        training.configure_tensorflow(config.seed, training.thread_budget(t.threads))
+        network = new_network()
+        both = np.concatenate([split.train, split.val])
+        refit = training.refit(network, arrays(both), epochs=fit.best_epoch, batch_size=config.batch_size,
+                               on_epoch_end=lambda epoch, logs: tracker.log_metrics(
+                                   {f"refit_{k}": v for k, v in logs.items()}, step=epoch))
+        fit.train_seconds += refit
     test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
     test_actual = evaluation.actuals(values, split.test)
     test_scores = evaluation.score(test_forecast, test_actual)

@@ -140,3 +140,22 @@ def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min
     result.best_epoch = int(np.argmin(losses)) + 1
     result.best_val_loss = float(np.min(losses))
     return result
+
+
+def refit(network, data, *, epochs: int, batch_size: int,
+          on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> float:
+    """Fit a fresh network for a fixed number of epochs (no validation left to stop on); returns seconds."""
+    import keras
+
+    class EpochHook(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise DivergedError("the refit on weeks 1-8 diverged: the loss became non-finite")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, logs)
+
+    started = time.perf_counter()
+    network.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                callbacks=[EpochHook()])
+    return time.perf_counter() - started
