@@ -65,6 +65,12 @@ def task(cfg: DictConfig) -> float:
         # SystemExit passes through Hydra untouched (an Exception would get a multi-line report);
         # in a sweep it stops the sweep at once, which is right for input that can never work.
         raise SystemExit(_fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED)) from None
+    except Exception as error:
+        if ctx.multirun:
+            raise  # Hydra records the failed job and runs the rest of the sweep
+        trace = ctx.output_dir / "traceback.txt"
+        where = f" (the run ended FAILED; traceback in {trace})" if trace.exists() else ""
+        raise SystemExit(_fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
         log.info(
@@ -121,6 +127,9 @@ def one_line(error: BaseException) -> str:
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m runner --help | head` ends quietly
     # Errors reach us raw (not pre-printed by Hydra) so that each is one line with a clear exit code.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from hydra.errors import HydraException

@@ -139,9 +139,8 @@ class JobResult:
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return plain
+    """The job's config resolved, without Hydra's own node (which a job may not be able to resolve)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult:
@@ -299,8 +298,7 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     if not all(math.isfinite(v) for v in val_scores.as_metrics("val").values()):
         raise training.DivergedError("validation scores are not finite: the network diverged")
     tracker.log_metrics(metrics)
-    for lead, value in enumerate(test_scores.mape_by_lead, start=1):
-        tracker.log_metrics({"test_mape_by_lead": float(value)}, step=lead)
+    tracker.log_metric_steps("test_mape_by_lead", test_scores.mape_by_lead, first_step=1)
 
     # -- artifacts ----------------------------------------------------------------------------------
     plots.learning_curve(fit.history, fit.best_epoch, artifacts / "learning_curve.png")

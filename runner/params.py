@@ -13,13 +13,18 @@ MAX_PARAM_KEY = 250
 TRUNCATION_MARKER = "...[truncated]"
 REDACTED = "***REDACTED***"
 
+# Long words match anywhere in a key (db_password, apiKey, access_token); the short "pass" only as a
+# word of its own (pass, db_pass), so num_passes or bypass are not taken for secrets.
 SECRET_KEY = re.compile(
-    r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|authorization|bearer)",
+    r"password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential"
+    r"|authorization|bearer|(?:^|[_\-])pass(?:$|[_\-])",
     re.IGNORECASE,
 )
 # user:password@ in a URI anywhere in a text (postgresql://u:p@host/db, "tracking.uri=http://u:p@host").
 # The password runs to the last "@" of the authority, so an unescaped "@" in it is still hidden.
 URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/?#@\s:]*):[^/?#\s]*@", re.IGNORECASE)
+# a user part with no password (https://TOKEN@host) is often a token itself: hidden whole
+URI_TOKEN = re.compile(r"(?P<head>\b(?:https?|git|ssh)://)[^/?#@\s:]+@", re.IGNORECASE)
 # MLflow accepts only alphanumerics, "_", "-", ".", " ", ":" and "/" in a key: no brackets in this marker.
 KEY_TRUNCATION_MARKER = "...truncated-"
 
@@ -30,7 +35,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_uri(value: str) -> str:
     """The text with the password of every URI in it replaced by the REDACTED marker."""
-    return URI_PASSWORD.sub(lambda match: f"{match['head']}:{REDACTED}@", value)
+    value = URI_PASSWORD.sub(lambda match: f"{match['head']}:{REDACTED}@", value)
+    return URI_TOKEN.sub(lambda match: f"{match['head']}{REDACTED}@", value)
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -430,6 +430,12 @@ class ExperimentTracker:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self._write(self.client.log_batch, run_id, metrics=batch)
 
+    def log_metric_steps(self, key: str, values, first_step: int = 0) -> None:
+        """One metric's values at consecutive steps (e.g. MAPE by lead time), in one request."""
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)]
+        self._write(self.client.log_batch, self._require_run(), metrics=batch)
+
     def log_tags(self, tags: Mapping[str, Any]) -> None:
         run_id = self._require_run()
         self._write(self.client.log_batch, run_id,
