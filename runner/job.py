@@ -111,6 +111,16 @@ def git_state(directory: Path) -> dict[str, str]:
             "runner.git_dirty": str(bool(dirty)).lower()}
 
 
+def _user() -> str:
+    """Who ran it: the tracking server's user name when there is one, else the local login."""
+    import getpass
+
+    try:
+        return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    except Exception:  # no user database entry (some containers)
+        return "unknown"
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):
@@ -163,6 +173,7 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
         "runner.data_file": data_path.name,
         "runner.protocol": protocol_tag(config),
         "runner.registry_policy": ctx.registry_name,
+        "mlflow.user": _user(),
         **git_state(Path(__file__).resolve().parent),
     }
     if os.environ.get(REPRODUCES_ENV):
