@@ -24,7 +24,7 @@ test: $(STAMP)
 		[ $$code -eq 5 ] || exit $$code; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check runner models tests bench
+	$(BIN)/ruff check runner models tests bench scripts
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
