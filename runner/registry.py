@@ -32,10 +32,9 @@ from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
-from runner.tracking import DEFAULT_STORE_DIR, prepare_store, resolve_store
+from runner.errors import AliasNotFound, ModelNotFound, RunnerError, VersionNotFound
+from runner.tracking import DEFAULT_STORE_DIR, MLflowManager
 
 EVENT_TAG_PREFIX = "runner.alias_event."
 STAGES = ("None", "Staging", "Production", "Archived")
@@ -116,20 +115,9 @@ class ModelRegistry:
     """
 
     def __init__(self, tracking_uri: str | None = None, store_dir: str | os.PathLike = DEFAULT_STORE_DIR):
-        self.store = resolve_store(tracking_uri, store_dir)
-        prepare_store(self.store)
-        self.tracking_uri = self.store.tracking_uri
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-    # -- errors -------------------------------------------------------------------------------------
-    def _call(self, method, *args, **kwargs):
-        """Call the client; an unreachable store becomes TrackingUnavailable."""
-        try:
-            return method(*args, **kwargs)
-        except MlflowException as error:
-            if "API request" in str(error) or "Max retries" in str(error):
-                raise TrackingUnavailable(f"tracking store {self.store.display_uri}: {error}") from None
-            raise
+        manager = MLflowManager(tracking_uri, store_dir=store_dir)  # the same store resolution and errors
+        self.store, self.tracking_uri, self.client = manager.store, manager.tracking_uri, manager.client
+        self._call = manager._call  # an unreachable store becomes TrackingUnavailable
 
     @staticmethod
     def _missing(error: MlflowException) -> bool:
