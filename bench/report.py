@@ -42,6 +42,8 @@ class Row:
             return "n/a"
         if self.unit == "x":
             return f"{self.value:.3f}x"
+        if self.unit == "cores":
+            return f"{self.value:.2f} cores"
         if self.unit in ("calls", "statements", "runs"):
             return f"{self.value:.0f} {self.unit}"
         if self.unit == "MB":

@@ -50,6 +50,28 @@ def run_sweep(launcher: str, grid: list[str], workdir: Path) -> Timed:
     return result
 
 
+BUSY_LOOP = "sum(i * i for i in range(20_000_000))"  # about a second of one core
+
+
+def available_cores(workdir: Path) -> float:
+    """How many cores this moment offers: one CPU-bound process against two side by side.
+
+    On a machine shared with other work, a parallel launcher cannot beat this number.
+    """
+    import subprocess
+    import time
+
+    def side_by_side(count: int) -> float:
+        started = time.perf_counter()
+        processes = [subprocess.Popen([PYTHON, "-c", BUSY_LOOP], cwd=workdir) for _ in range(count)]
+        for process in processes:
+            process.wait()
+        return time.perf_counter() - started
+
+    one = side_by_side(1)
+    return 2 * one / side_by_side(2)
+
+
 def _is_worker(command: str) -> bool:
     return "loky" in command or "joblib" in command
 
@@ -58,8 +80,10 @@ def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
     jobs = job_count(grid)
     seconds: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
     memory: dict[str, list[float]] = {"basic main": [], "joblib main": [], "joblib worker": []}
+    cores: list[float] = []
     names = list(LAUNCHERS)
     for r in range(rounds):
+        cores.append(available_cores(workdir))
         for launcher in (names if r % 2 == 0 else names[::-1]):
             result = run_sweep(launcher, grid, workdir)
             seconds[launcher].append(result.seconds)
@@ -75,6 +99,8 @@ def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
             "TF threads per worker = cores / 2 (RUNNER_PARALLEL_JOBS)"),
         row(SECTION, "speed-up joblib / basic (paired rounds)", ratios, "x", f"goal >= {GOAL_RATIO}",
             median(ratios) >= GOAL_RATIO),
+        row(SECTION, "cores free for the bench (2 busy loops vs 1)", cores, "cores",
+            "measured before each round; a 2-worker speed-up cannot exceed it"),
         row(MEMORY, "basic launcher: the process running the jobs", memory["basic main"], "MB",
             f"peak RSS (VmHWM), {jobs} jobs in one process"),
         row(MEMORY, "joblib: each worker process", memory["joblib worker"], "MB",
