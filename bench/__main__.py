@@ -33,6 +33,7 @@ class Plan:
     tracking_stride: int
     tracking_rounds: int
     fixed_reps: int
+    fixed_existing_reps: int
     hook_sizes: tuple[int, ...]
     hook_reps: int
     sweep_rounds: int
@@ -40,9 +41,11 @@ class Plan:
 
 
 FULL = Plan(startup_reps=7, tracking_epochs=10, tracking_stride=1, tracking_rounds=3, fixed_reps=3,
-            hook_sizes=(10, 100, 200, 1000), hook_reps=3, sweep_rounds=2, sweep_grid=tuple(sweep_throughput.GRID))
+            fixed_existing_reps=2, hook_sizes=(10, 100, 200, 1000), hook_reps=3, sweep_rounds=2,
+            sweep_grid=tuple(sweep_throughput.GRID))
 QUICK = Plan(startup_reps=2, tracking_epochs=2, tracking_stride=8, tracking_rounds=2, fixed_reps=1,
-             hook_sizes=(10, 200), hook_reps=2, sweep_rounds=1, sweep_grid=tuple(sweep_throughput.QUICK_GRID))
+             fixed_existing_reps=1, hook_sizes=(10, 200), hook_reps=2, sweep_rounds=1,
+             sweep_grid=tuple(sweep_throughput.QUICK_GRID))
 FIXED_COST_RUN = ["epochs=1", "data.train_stride=16"]  # the default LSTM; its short training is excluded
 
 
@@ -51,7 +54,8 @@ def steps(plan: Plan, workdir: Path) -> dict[str, tuple[str, Callable[[], list[R
         "startup": (startup.SECTION, lambda: startup.measure(plan.startup_reps, workdir)),
         "tracking": (tracking_overhead.SECTION, lambda: tracking_overhead.measure(
             plan.tracking_epochs, plan.tracking_stride, plan.tracking_rounds, workdir)),
-        "fixed": (fixed_costs.SECTION, lambda: fixed_costs.measure(plan.fixed_reps, workdir, FIXED_COST_RUN)),
+        "fixed": (fixed_costs.SECTION, lambda: fixed_costs.measure(plan.fixed_reps, workdir, FIXED_COST_RUN,
+                                                                   plan.fixed_existing_reps)),
         "hook": (promotion_hook.SECTION, lambda: promotion_hook.measure(list(plan.hook_sizes), plan.hook_reps,
                                                                          workdir)),
         "sweep": (sweep_throughput.SECTION, lambda: sweep_throughput.measure(plan.sweep_rounds, workdir,

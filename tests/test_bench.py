@@ -42,7 +42,7 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
             assert r["reps"] >= 1 and len(r["samples"]) == r["reps"], r
     labels = {r["label"] for r in rows}
     for expected in ("python -m runner --help", "python -m runner --cfg job", "import tensorflow",
-                     "ratio tracked / untracked (paired rounds)", "total fixed cost of a run",
+                     "ratio tracked / untracked (paired rounds)", "total fixed cost of a run (fresh store)",
                      "hook on 10 runs: time", "speed-up joblib / basic (paired rounds)"):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
