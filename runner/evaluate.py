@@ -148,9 +148,9 @@ def load_forecaster(uri: str, tracking_uri: str):
 
     import_tensorflow_quietly()  # the forecaster loads Keras; keep TensorFlow's start-up lines off stderr
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    with warnings.catch_warnings():
+    from runner.registry import global_mlflow_uris
+
+    with warnings.catch_warnings(), global_mlflow_uris(tracking_uri):
         warnings.simplefilter("ignore")
         return mlflow.pyfunc.load_model(uri)
 

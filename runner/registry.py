@@ -411,7 +411,7 @@ class ModelRegistry:
         location = self._call(self.client.get_model_version_download_uri, name, number)
         import mlflow.pyfunc
 
-        with warnings.catch_warnings(), _global_tracking_uri(self.tracking_uri):
+        with warnings.catch_warnings(), global_mlflow_uris(self.tracking_uri):
             warnings.simplefilter("ignore")
             return mlflow.pyfunc.load_model(location)
 
@@ -424,18 +424,31 @@ class ModelRegistry:
 
 
 @contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's global tracking URI set to `uri` for a moment (artifact URIs such as `mlflow-artifacts:`
-    are resolved through it), then restored exactly, "not set" included: restoring the value that
-    `mlflow.get_tracking_uri()` reports would pin a default that should have stayed unset."""
+def global_mlflow_uris(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to `uri` for a moment (`models:/` and
+    `mlflow-artifacts:` URIs are resolved through them), then restored exactly, "not set" included:
+    restoring what `mlflow.get_tracking_uri()` reports would pin a default that should have stayed unset,
+    and a pinned registry URI would send every later MlflowClient without one to this store."""
+    from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    previous = getattr(tracking_utils, "_tracking_uri", None)
+    # MLflow keeps each URI twice: a module global and an environment variable it sets for subprocesses.
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    previous_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    previous_registry = getattr(registry_utils, "_registry_uri", None)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        tracking_utils._tracking_uri = previous_tracking
+        registry_utils._registry_uri = previous_registry
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _events(model, alias: str | None) -> list[dict[str, Any]]:

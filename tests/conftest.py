@@ -107,6 +107,10 @@ def mlflow_isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(None)
+        from mlflow.tracking._model_registry import utils as registry_utils
+
+        registry_utils._registry_uri = None  # a pinned registry URI would redirect later clients
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture
