@@ -222,7 +222,7 @@ def measure(epochs: int, train_stride: int, rounds: int, workdir: Path) -> list[
                     median(direct) <= GOAL_RATIO))
     cpu = [b / a for a, b in zip(t["untracked_cpu"], t["tracked_cpu"], strict=True)]
     rows.append(row(SECTION, "same ratio in CPU time of the process", cpu, "x",
-                    "less sensitive to other load on a shared machine"))
+                    "informative only: TensorFlow's thread pools spin while waiting, so CPU time varies too"))
     if data["autolog_error"] is None:
         autolog = [c / a for a, c in zip(t["untracked"], t["autolog"], strict=True)]
         rows.append(row(SECTION, "same loop with mlflow.tensorflow.autolog()", t["autolog"], "s",
