@@ -180,7 +180,7 @@ def worker(overrides: list[str], existing_store: bool = False) -> dict[str, Any]
     from runner.config_schema import validate
     from runner.job import JobContext, run_job
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-fixed-", dir=Path.cwd()))  # inside the bench's folder
     with initialize_config_module("runner.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with open_dict(cfg):

@@ -164,7 +164,7 @@ def worker(sizes: list[int], reps: int) -> dict[str, Any]:
     import logging
 
     logging.getLogger("runner").setLevel(logging.WARNING)  # the hook's console table, once per repetition
-    workdir = Path(tempfile.mkdtemp(prefix="bench-hook-"))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-hook-", dir=Path.cwd()))  # inside the bench's folder
     counter = RequestCounter()
     counter.install()
     policy = default_policy()

@@ -129,7 +129,7 @@ def worker(epochs: int, train_stride: int, rounds: int, with_log_model: bool) ->
     from runner.tracking import ExperimentTracker
 
     setup = Setup([f"epochs={epochs}", f"data.train_stride={train_stride}"])
-    workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-", dir=Path.cwd()))  # inside the bench's folder
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     setup.fit(setup.network(), epochs=1)  # warm-up: TensorFlow's one-time start costs hit no arm
     autolog_error = probe_autolog(setup, uri)
