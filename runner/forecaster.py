@@ -156,7 +156,8 @@ def forecast_origins(network, prep: Preprocessing, frame: pd.DataFrame, origins:
     """Forecasts in MW, shape (len(origins), HORIZON), for origins indexing `frame`."""
     values = frame["demand_mw"].to_numpy()
     inputs, level = build_inputs(values, pd.DatetimeIndex(frame["timestamp"]), origins, prep)
-    predictions = network.predict(inputs, batch_size=1024, verbose=0)
+    # one batch (a few thousand origins at most): each distinct batch shape costs Keras a new trace
+    predictions = network.predict(inputs, batch_size=max(1, min(len(origins), 8192)), verbose=0)
     return to_megawatts(predictions, level, prep.scale)
 
 

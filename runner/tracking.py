@@ -348,6 +348,9 @@ class ExperimentTracker:
         self._server_lost = False
         if activate:  # log_model() only writes through MLflow's fluent API
             mlflow.set_tracking_uri(self.tracking_uri)
+            # MLflow refuses to resume a run outside the fluent API's active experiment (a notebook may
+            # have called mlflow.set_experiment for another one): make it this run's experiment.
+            mlflow.set_experiment(experiment_id=self.experiment_id)
             mlflow.start_run(run_id=self.run_id)
         self._heartbeat = _Heartbeat(self.client, self.run_id, self.heartbeat_seconds)
         self._heartbeat.start()

@@ -107,3 +107,19 @@ def test_keras_model_logged_registered_staged_and_traced(tracking_uri, recwarn):
     assert registry.get_model_versions("demand-keras") == []
     with pytest.raises(ModelNotFound):
         registry.get_model("not-registered")
+
+
+def test_a_run_starts_although_the_notebook_chose_another_experiment(tracking_uri):
+    """mlflow.set_experiment(other) first, as a notebook might: the tracker's run still starts and ends."""
+    import mlflow
+
+    from runner import ExperimentTracker
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("someone-elses")
+    tracker = ExperimentTracker("demand-notebook", tracking_uri=tracking_uri)
+    with tracker:
+        run_id = tracker.run_id
+        tracker.log_metrics({"rmse": 2.5}, step=1)
+    [run] = tracker.search_runs()
+    assert (run["run_id"], run["status"], run["metrics"]["rmse"]) == (run_id, "FINISHED", 2.5)
