@@ -142,8 +142,11 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     # Re-read the champion under the lock: another sweep may have moved it a moment ago.
     champion = _current(registry, name, policy.aliases.promoted) if policy.aliases.promoted else None
     if champion is None and policy.stages.promoted:
-        latest = registry.get_latest_versions(name, stages=[policy.stages.promoted]) if _exists(registry, name) else []
+        has_versions = bool(_versions(registry, name))
+        latest = registry.get_latest_versions(name, stages=[policy.stages.promoted]) if has_versions else []
         champion = latest[0] if latest else None
+    # A version registered for this winner before: never register it twice. With its decision tag the
+    # hook ran to the end before; without, it was interrupted after registering and finishes the job now.
     existing = _existing_version(registry, policy, winner)
     if existing is not None and DECISION_TAG in existing["tags"]:
         # The hook ran before for this winner: repeat nothing (not even the challenger alias).
@@ -161,7 +164,7 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
         champion_value = _champion_value(registry, policy, champion, winner)  # may raise PolicyError
         promote, reason = beats(policy, winner.value, champion_value)
 
-    version = _register_once(registry, policy, policy_name, winner, sweep_id, reason)
+    version = existing or _register(registry, policy, policy_name, winner, sweep_id, reason)
     decision = Decision("promoted" if promote else "registered", reason, winner.run_id, version["version"],
                         champion_before=champion["version"] if champion else None,
                         champion_value=champion_value)
@@ -181,14 +184,14 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     return decision
 
 
-def _exists(registry, name: str) -> bool:
+def _versions(registry, name: str) -> list[dict]:
+    """The model's versions; [] before its first registration."""
     from runner.errors import ModelNotFound
 
     try:
-        registry.get_model_versions(name)
-        return True
+        return registry.get_model_versions(name)
     except ModelNotFound:
-        return False
+        return []
 
 
 def _current(registry, name: str, alias: str) -> dict | None:
@@ -244,17 +247,14 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
 
 def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | None:
     """The version this policy registered for the winner's run before, if any."""
-    for version in registry.get_model_versions(policy.model_name) if _exists(registry, policy.model_name) else []:
+    for version in _versions(registry, policy.model_name):
         if version["run_id"] == winner.run_id and version["tags"].get("runner.policy_metric") == policy.metric:
             return version
     return None
 
 
-def _register_once(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
-                   reason: str) -> dict:
-    existing = _existing_version(registry, policy, winner)
-    if existing is not None:
-        return existing  # registered before (a hook interrupted before its decision): never register twice
+def _register(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
+              reason: str) -> dict:
     tags = {
         "runner.run_id": winner.run_id,
         "runner.policy": policy_name,

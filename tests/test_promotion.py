@@ -237,7 +237,7 @@ from runner.tracking import resolve_store
 
 uri, experiment_id, rounds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 client = MlflowClient(tracking_uri=uri)
-register = promotion._register_once
+register = promotion._register
 for spec in rounds:
     policy = Policy(model_name=spec["model_name"])
     candidates = promotion.sweep_candidates(client, experiment_id, spec["sweep_id"], policy)
@@ -246,7 +246,7 @@ for spec in rounds:
         time.sleep(hold)
         return register(*args, **kwargs)
 
-    promotion._register_once = held_register
+    promotion._register = held_register
     sync = Path(spec["sync"])
     Path(sync, f"ready-{spec['sweep_id']}").touch()
     while not Path(sync, "go").exists():
