@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
+
 # The protocol (DESIGN.md): 8 weeks before the test weeks, 4 test weeks, a day ahead.
 TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS = 7, 1, 4
 FIRST_ORIGIN, LAST_ORIGIN, N_ORIGINS = 2687, 3983, 1297
-FORECASTER_URI_TAG = "runner.forecaster_uri"  # runner.model_logging.FORECASTER_URI_TAG (that module imports mlflow)
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 

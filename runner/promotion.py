@@ -20,6 +20,7 @@ from typing import Any
 from runner.config_schema import Policy
 from runner.errors import AliasNotFound, PolicyError
 from runner.locks import promotion_lock
+from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
 from runner.tracking import Store
 
 log = logging.getLogger("runner")
@@ -27,7 +28,6 @@ log = logging.getLogger("runner")
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 SWEEP_ID_TAG = "runner.sweep_id"
 SWEEP_ROLE_TAG = "runner.sweep_role"  # "parent" on a sweep's parent run
-FORECASTER_URI_TAG = "runner.forecaster_uri"
 MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")

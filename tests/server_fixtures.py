@@ -51,30 +51,27 @@ def _database_url(database: str) -> str:
     return urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{database}"))
 
 
-def create_database(name: str) -> str:
-    """CREATE DATABASE `name`; returns its URL."""
+def _run_as_admin(statement: str) -> None:
+    """One statement on the `postgres` database, outside a transaction (CREATE/DROP DATABASE need that)."""
     import psycopg2
 
     connection = psycopg2.connect(_database_url("postgres"), connect_timeout=5)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+            cursor.execute(statement)
     finally:
         connection.close()
+
+
+def create_database(name: str) -> str:
+    """CREATE DATABASE `name`; returns its URL."""
+    _run_as_admin(f'CREATE DATABASE "{name}"')
     return _database_url(name)
 
 
 def drop_database(name: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(_database_url("postgres"), connect_timeout=5)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        connection.close()
+    _run_as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:
