@@ -4,14 +4,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml
+# Exact versions from constraints.txt: a new Hydra candidate or final reaches the project through a
+# commit (make lock), never by surprise in CI.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install run test lint bench server ui
+.PHONY: install lock run test lint bench server ui
 install: $(STAMP)
+
+# Re-resolve every dependency from pyproject.toml's bounds in a throw-away venv and write the exact
+# versions to constraints.txt; review the diff, run make test, commit both files together.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[dev]'
+	.venv-lock/bin/pip check
+	{ echo "# Exact versions of everything 'make install' puts in .venv (pip install -c constraints.txt -e '.[dev]')."; \
+	  echo "# Refresh with 'make lock' (a fresh venv resolved from pyproject.toml's bounds, then pip freeze)."; \
+	  .venv-lock/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .venv-lock
 
 run: $(STAMP)
 	$(BIN)/python -m runner model=lstm lr=0.001
