@@ -1,8 +1,7 @@
 """The command line: `python -m runner [overrides]` and `python -m runner --multirun [overrides]`.
 
-`main()` wraps Hydra's entry point to give one-line errors and honest exit codes: Hydra would print
-multi-line errors and, in 1.3, skip the post-sweep hook when a job raised. Nothing here imports MLflow
-or TensorFlow; the job does, after the config is valid.
+`main()` wraps Hydra's entry point to give one-line errors and honest exit codes (Hydra would print
+multi-line errors). Nothing here imports MLflow or TensorFlow; the job does, after the config is valid.
 """
 
 from __future__ import annotations
@@ -39,7 +38,30 @@ def optuna_direction(mode: str) -> str:
     return "minimize" if mode == "min" else "maximize"
 
 
-OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)
+def new_sweep_id() -> str:
+    """A sweep's unique id. Registered with `use_cache`: Hydra copies the sweep's resolver cache into
+    every job's config (in every launcher, also to other machines), so all jobs resolve the same id."""
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+OmegaConf.register_resolver("optuna_direction", optuna_direction, replace=True)
+OmegaConf.register_resolver("runner_sweep_id", new_sweep_id, replace=True, use_cache=True)
+
+# What configs may instantiate (Hydra 1.4's execution whitelist; without one any importable callable
+# named by `_target_` in an override or a shared config folder would run). Hydra's own logging classes are
+# allowed by Hydra itself. Model builders are not instantiated: `runner.config_schema` checks them.
+EXECUTION_WHITELIST = [
+    "runner.sweep_hooks.SweepTracking",
+    "hydra._internal.core_plugins.*",  # the basic launcher and sweeper
+    "hydra_plugins.hydra_joblib_launcher.*",
+    "hydra_plugins.hydra_optuna_sweeper.*",
+    "hydra_plugins.hydra_submitit_launcher.*",
+    "hydra_plugins.hydra_ray_launcher.*",
+    "optuna.samplers.*",
+    "optuna.pruners.*",
+]
 
 
 def quiet_libraries() -> None:
@@ -96,7 +118,7 @@ def print_run_summary(result, metric: str) -> None:
     log.info(f"  open the UI: {result.ui_command}")
 
 
-@hydra.main(config_path="pkg://runner.conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="pkg://runner.conf", config_name="config", execution_whitelist=EXECUTION_WHITELIST)
 def hydra_main(cfg: DictConfig) -> float:
     return task(cfg)
 
@@ -135,8 +157,6 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from runner import sweep_hooks
-
     code = 0
     try:
         hydra_main()
@@ -155,8 +175,6 @@ def main() -> None:
         code = _fail(str(error), EXIT_FAILED)
     except Exception as error:  # a failed job: its run already ended FAILED with the traceback attached
         code = _fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
-    finally:
-        code = sweep_hooks.finish_pending_sweep(code)
     sys.exit(code)
 
 

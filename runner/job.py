@@ -29,11 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from runner import __version__
 from runner.config_schema import Validated
 from runner.params import is_secret_key, redact
+from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
-PARENT_RUN_ENV = "RUNNER_PARENT_RUN_ID"  # set for every job of a sweep by the sweep hook
-SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
+SWEEP_ID_ENV = "RUNNER_SWEEP_ID"  # set for every job by hydra.job.env_set (conf/config.yaml)
 REPRODUCES_ENV = "RUNNER_REPRODUCES"  # set by `runner-registry reproduce`: the run being reproduced
 PROTOCOL_VERSION = "1"  # bump when origins, features or metrics change meaning
 
@@ -52,8 +52,7 @@ class JobContext:
     job_num: int | None = None
     multirun: bool = False
     registry_name: str = "default"
-    parent_run_id: str | None = None
-    sweep_id: str | None = None
+    sweep_id: str | None = None  # its parent run is found in the store by this id
 
     @classmethod
     def from_hydra(cls) -> JobContext:
@@ -69,7 +68,6 @@ class JobContext:
             job_num=int(hydra_cfg.job.num) if multirun else None,
             multirun=multirun,
             registry_name=hydra_cfg.runtime.choices.get("registry") or "default",
-            parent_run_id=os.environ.get(PARENT_RUN_ENV) if multirun else None,
             sweep_id=os.environ.get(SWEEP_ID_ENV) if multirun else None,
         )
 
@@ -181,14 +179,15 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     if os.environ.get(REPRODUCES_ENV):
         tags["runner.reproduces"] = os.environ[REPRODUCES_ENV]
     if ctx.sweep_id:
-        tags["runner.sweep_id"] = ctx.sweep_id
+        tags[SWEEP_ID_TAG] = ctx.sweep_id
     if ctx.job_num is not None:
         tags["runner.job_num"] = str(ctx.job_num)
     name = run_name(cfg.model.name, ctx.overrides)
 
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
                                 heartbeat_seconds=config.tracking.heartbeat_seconds)
-    run_id = tracker.start_run(name, tags=tags, parent_run_id=ctx.parent_run_id)
+    parent_run_id = sweep_parent_run_id(tracker, ctx.sweep_id) if ctx.sweep_id else None
+    run_id = tracker.start_run(name, tags=tags, parent_run_id=parent_run_id)
     status = "FAILED"
     try:
         with sigterm_as_interrupt():
@@ -205,6 +204,16 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     objective = metrics[config.registry.metric]
     return JobResult(run_id, name, objective, metrics, time.perf_counter() - started,
                      store.tracking_uri, store.ui_command())
+
+
+def sweep_parent_run_id(tracker, sweep_id: str) -> str:
+    """The parent run the sweep's start hook opened (one store query: works for jobs on any machine)."""
+    runs = tracker.search_runs(f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{SWEEP_ROLE_TAG}` = 'parent'",
+                               max_results=2)
+    if len(runs) != 1:
+        raise RuntimeError(f"sweep {sweep_id}: expected one parent run in experiment "
+                           f"{tracker.experiment_name!r}, found {len(runs)}")
+    return runs[0]["run_id"]
 
 
 def protocol_tag(config) -> str:

@@ -15,6 +15,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from runner.errors import RunNotFound
+from runner.tags import SWEEP_ID_TAG
 from runner.tracking import run_dict
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -87,7 +88,7 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
         run_status=run["status"],
         experiment_id=run["experiment_id"],
         parent_run_id=tags.get(PARENT_TAG),
-        sweep_id=tags.get("runner.sweep_id"),
+        sweep_id=tags.get(SWEEP_ID_TAG),
         job_num=tags.get("runner.job_num"),
         params=run["params"],
         metrics=run["metrics"],

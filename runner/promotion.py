@@ -21,13 +21,12 @@ from runner.config_schema import Policy
 from runner.errors import AliasNotFound, PolicyError
 from runner.locks import promotion_lock
 from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
+from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 from runner.tracking import Store
 
 log = logging.getLogger("runner")
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-SWEEP_ID_TAG = "runner.sweep_id"
-SWEEP_ROLE_TAG = "runner.sweep_role"  # "parent" on a sweep's parent run
 MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")

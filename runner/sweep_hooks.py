@@ -1,11 +1,13 @@
 """A sweep as one parent run with every job a child run, and the promotion policy applied at the end.
 
-Hydra 1.3 facts this design answers (DESIGN.md):
-- `on_multirun_start/end` run in the main process; jobs may run in other processes or machines, so the
-  parent run id and the sweep id reach them as `hydra.job.env_set` overrides, from which every job's
-  config is re-composed.
+Hydra 1.4 facts this design answers:
+- `on_multirun_start/end` run in the main process; jobs may run in other processes or machines. The
+  config Hydra hands to the hooks is read-only, so nothing is written into it: the sweep id comes from
+  the config itself (`${runner_sweep_id:}`, cached, so every job resolves the same id; conf/config.yaml)
+  and each job finds its parent run in the store by that id.
+- `on_multirun_end` runs in a `finally`, also when a job raised or the sweep was interrupted: the
+  exception on its way out (`sys.exc_info()`) tells which, and an interrupted sweep promotes nothing.
 - An exception raised in a callback becomes a warning and exit code 0: the hooks raise SystemExit.
-- `on_multirun_end` is skipped when a job raised: `runner.app.main` then calls `finish_pending_sweep`.
 - `on_multirun_end` gets no job results: the hook finds the jobs' runs in MLflow by the sweep id tag.
 """
 
@@ -14,17 +16,16 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from runner.config_schema import ConfigError, Policy, validate
 from runner.errors import RunnerError
-from runner.job import PARENT_RUN_ENV, SWEEP_ID_ENV
-from runner.training import PARALLEL_JOBS_ENV
+from runner.job import SWEEP_ID_ENV
+from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
@@ -41,16 +42,17 @@ class SweepState:
     policy: Policy
     policy_name: str
     started: float = field(default_factory=time.perf_counter)
-    finished: bool = False
-
-
-_pending: SweepState | None = None  # the sweep this process started and has not finished yet
 
 
 class SweepTracking(Callback):
+    """Hydra instantiates this once per command; the same object sees the start and the end."""
+
+    def __init__(self) -> None:
+        self.state: SweepState | None = None
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            start_sweep(config)
+            self.state = start_sweep(config)
         except (ConfigError, RunnerError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
@@ -59,9 +61,14 @@ class SweepTracking(Callback):
             raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        code = finish_pending_sweep(0)
-        if code:
+        state, self.state = self.state, None
+        if state is None:  # the start hook refused the sweep
+            return
+        leaving = sys.exc_info()[1]  # Hydra calls this hook in a `finally`
+        code = finish_sweep_safely(state, leaving)
+        if code and leaving is None:
             raise SystemExit(code)
+        # otherwise the job's error or the interrupt goes on to runner.app.main, which reports it
 
 
 def _validate_every_job(config: DictConfig) -> None:
@@ -90,7 +97,6 @@ def _validate_every_job(config: DictConfig) -> None:
 
 
 def start_sweep(config: DictConfig) -> SweepState:
-    global _pending
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
     _validate_every_job(config)
@@ -104,55 +110,39 @@ def start_sweep(config: DictConfig) -> SweepState:
     store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
     check_reachable(store)
 
-    sweep_id = str(uuid.uuid4())
-    sweep_dir = f"{config.hydra.sweep.dir}_{sweep_id}"
+    sweep_id = OmegaConf.select(config, f"hydra.job.env_set.{SWEEP_ID_ENV}")
+    if not sweep_id:
+        raise ConfigError(f"hydra.job.env_set.{SWEEP_ID_ENV}: must be ${{runner_sweep_id:}} (as in the shipped "
+                          "conf/config.yaml): it is how a sweep's jobs find their parent run")
+    sweep_dir = str(config.hydra.sweep.dir)
     policy_name = config.hydra.runtime.choices.get("registry") or "default"
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
     overrides = list(config.hydra.overrides.task)
     tracker = ExperimentTracker(c.experiment_name, store.tracking_uri, heartbeat_seconds=c.tracking.heartbeat_seconds)
     parent_run_id = tracker.start_run(
         f"sweep {' '.join(overrides) or sweeper}".strip(),
-        tags={"runner.sweep_id": sweep_id, "runner.sweep_role": "parent", "runner.sweeper": sweeper,
+        tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent", "runner.sweeper": sweeper,
               "runner.overrides": " ".join(overrides), "runner.registry_policy": policy_name,
               "runner.sweep_dir": sweep_dir},
         activate=False,
     )
-
-    parallel = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
-    extra = [
-        f"+hydra.job.env_set.{PARENT_RUN_ENV}={parent_run_id}",
-        f"+hydra.job.env_set.{SWEEP_ID_ENV}={sweep_id}",
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-    if isinstance(parallel, int) and parallel != 1:
-        import os
-
-        extra.append(f"+hydra.job.env_set.{PARALLEL_JOBS_ENV}={parallel if parallel > 0 else os.cpu_count()}")
-    with open_dict(config):
-        config.hydra.overrides.hydra.extend(extra)
-        config.hydra.sweep.dir = sweep_dir
-
-    _pending = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, tracker, c.registry, policy_name)
+    state = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, tracker, c.registry, policy_name)
     log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
              f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
-    return _pending
+    return state
 
 
-def finish_pending_sweep(code: int) -> int:
-    """Apply the policy to the sweep this process started, once; returns the exit code to use."""
-    global _pending
-    state = _pending
-    if state is None or state.finished:
-        return code
-    state.finished = True
+def finish_sweep_safely(state: SweepState, leaving: BaseException | None = None) -> int:
+    """Apply the policy to a finished sweep; returns the exit code to use. `leaving` is the exception
+    that ends the sweep, if any: an interrupt promotes nothing, a failed job fails the sweep."""
     try:
-        return max(code, finish_sweep(state, jobs_raised=code != 0))
+        if isinstance(leaving, KeyboardInterrupt):
+            return finish_interrupted_sweep(state, leaving)
+        return finish_sweep(state, jobs_raised=leaving is not None)
     except Exception as error:
         print(f"error: the post-sweep hook failed: {type(error).__name__}: {error}", file=sys.stderr)
         _end_parent(state, "FAILED")
-        return max(code, 1)
-    finally:
-        _pending = None
+        return 1
 
 
 def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
@@ -177,6 +167,29 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
     log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
              f"open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
+
+
+def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM: the sweep did not run to its end, so its best run is not a fair winner. The
+    decision says so, the registry is left as it was and the parent run ends KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    from runner import promotion
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
+    how = "terminated" if type(interrupt).__name__ == "Terminated" else "interrupted"
+    decision = promotion.Decision("interrupted", f"the sweep was {how} before all its jobs ran: nothing promoted",
+                                  failed=True)
+    report = promotion.build_report(state.policy, state.policy_name, decision, candidates,
+                                    promotion.rank(state.policy, candidates), state.sweep_id,
+                                    state.parent_run_id, state.started)
+    try:
+        client.log_dict(state.parent_run_id, report, "promotion/decision.json")
+    finally:
+        _end_parent(state, "KILLED")
+    log.info(promotion.format_report(report))
+    return 130
 
 
 def _end_parent(state: SweepState, status: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PARALLEL_JOBS_ENV = "RUNNER_PARALLEL_JOBS"  # set for a sweep's jobs from the launcher's n_jobs
+PARALLEL_JOBS_ENV = "RUNNER_PARALLEL_JOBS"  # set for a sweep's jobs from the launcher's n_jobs (conf/config.yaml)
 
 
 def thread_budget(threads: int | None) -> int:
@@ -25,8 +25,11 @@ def thread_budget(threads: int | None) -> int:
     among the jobs that run at the same time, so parallel workers do not oversubscribe the machine."""
     if threads:
         return threads
-    parallel = max(1, int(os.environ.get(PARALLEL_JOBS_ENV, "1") or 1))
-    return max(1, (os.cpu_count() or 1) // parallel)
+    cores = os.cpu_count() or 1
+    parallel = int(os.environ.get(PARALLEL_JOBS_ENV, "1") or 1)
+    if parallel < 1:  # joblib's n_jobs=-1: one job per core
+        parallel = cores
+    return max(1, cores // parallel)
 
 
 def import_tensorflow_quietly():
