@@ -1,9 +1,11 @@
 """Features, scaling and the logged forecaster: everything a trained network needs at inference.
 
 This module is deliberately self-contained (numpy, pandas, mlflow and keras only, no imports from
-the rest of the package): MLflow ships this very file with every logged forecaster
-("models from code"), so the forecaster loads and predicts where this package is not installed.
-Training builds its arrays with the same functions, so training and serving cannot drift.
+the rest of the package): MLflow ships this very file with every logged forecaster ("models from
+code"), so the forecaster loads and predicts where this package is not installed. Training builds its
+arrays with the same functions, so training and serving cannot drift. The rules every demand history
+must meet (check_series) live here too: the runner checks its data files and the forecaster its input
+by the same function.
 """
 
 from __future__ import annotations
@@ -154,8 +156,9 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
     Timestamps: datetimes, or text in TIMESTAMP_FORMATS; unique, ascending, exactly STEP apart (no gap,
     no jump). Demand: numbers (whole MW are fine), finite, and > 0: zero or negative national demand is a
     meter fault, and MAPE divides by it. At least `min_rows` rows. Returns the frame as the features read
-    it (datetime64 timestamps, float64 MW, positions 0..n-1); raises SeriesFault naming the first
-    offending row.
+    it (datetime64 timestamps, float64 MW, positions 0..n-1); raises SeriesFault naming the first row
+    that breaks a rule (rules in the order above: a file with a duplicate and a bad value reports the
+    duplicate).
     """
     timestamp = pd.Series(timestamp).reset_index(drop=True)
     demand = pd.Series(demand).reset_index(drop=True)
@@ -167,7 +170,7 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
         return int(np.flatnonzero(np.asarray(mask))[0])
 
     if len(timestamp) == 0:
-        raise SeriesFault("has no rows")
+        raise SeriesFault("has no rows" + (f"; this model needs at least {min_rows}" if min_rows else ""))
     # -- timestamps ---------------------------------------------------------------------------------
     if pd.api.types.is_datetime64_any_dtype(timestamp):
         times = timestamp
@@ -197,14 +200,15 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
     backwards = steps < pd.Timedelta(0)
     if backwards.any():
         i = first(backwards)
-        raise SeriesFault(f"timestamps are not sorted ascending: {times.iloc[i]} comes after {times.iloc[i - 1]}",
-                          i, shown(i))
+        raise SeriesFault(f"timestamps are not sorted ascending: {times.iloc[i]} comes after the later "
+                          f"{times.iloc[i - 1]}", i, shown(i))
     irregular = steps.iloc[1:] != STEP
     if irregular.any():
         i = first(irregular) + 1
         step = steps.iloc[i]
-        kind = (f"a gap or jump of {_duration(step)} ({int(step / STEP) - 1} missing half-hours)"
-                if step > STEP else f"a step of only {_duration(step)}")
+        lost = int(step / STEP) - 1
+        kind = (f"a step of {_duration(step)}, off the 30-minute grid" if step % STEP
+                else f"a gap or jump of {_duration(step)} ({lost} half-hour{'s' if lost != 1 else ''} missing)")
         raise SeriesFault(f"timestamps are not regular half-hours: {kind} after {times.iloc[i - 1]}; "
                           "expected one row every 30 minutes", i, shown(i))
     # -- demand ---------------------------------------------------------------------------------------
@@ -261,7 +265,12 @@ def forecast_origins(network, prep: Preprocessing, frame: pd.DataFrame, origins:
     return to_megawatts(predictions, level, prep.scale)
 
 
-try:  # the pyfunc wrapper needs mlflow; the feature functions above do not
+# The pyfunc wrapper needs mlflow; the feature functions and checks above do not. The runner imports this
+# module as `runner.forecaster` for them (config validation among others) and skips the wrapper, which
+# would cost an MLflow import (1.5 s); MLflow runs the file under another name to log or load a model.
+try:
+    if __name__ == "runner.forecaster":
+        raise ImportError("the runner's own import: no pyfunc wrapper needed")
     import mlflow.pyfunc
 
     class DemandForecaster(mlflow.pyfunc.PythonModel):
@@ -290,5 +299,5 @@ try:  # the pyfunc wrapper needs mlflow; the feature functions above do not
             return forecast_origins(self.network, self.prep, frame, origins)
 
     mlflow.models.set_model(DemandForecaster())
-except ImportError:  # pragma: no cover - feature code used without mlflow
+except ImportError:  # feature code used by the runner, or without mlflow
     pass
