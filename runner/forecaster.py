@@ -131,7 +131,7 @@ class HistoryError(ValueError):
 # seconds optional, no UTC offset. Day-first or month-first dates (05/06/2000) are ambiguous: refused,
 # never guessed.
 TIMESTAMP_PATTERN = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
-TIMESTAMP_FORMATS = "ISO 8601 like 2000-06-05T00:30:00 or 2000-06-05 00:30"
+TIMESTAMP_FORMATS = "ISO 8601 without a UTC offset, like 2000-06-05T00:30:00 or 2000-06-05 00:30"
 
 
 class SeriesFault(ValueError):

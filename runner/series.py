@@ -101,9 +101,11 @@ def read_series(path: Path, key: str = "data.path") -> Loaded:
     missing = [name for name in ("timestamp", "demand_mw") if name not in header]
     if missing:
         first_line = ",".join(header)
+        hint = ("the separator must be a comma" if ";" in first_line and len(header) == 1
+                else "a file without a header or without timestamps cannot be read")
         raise SeriesError(f"{where}: no {' or '.join(repr(m) for m in missing)} column in the header line "
-                          f"{_cell(first_line)}; expected a first line 'timestamp,demand_mw' naming the columns "
-                          "(a file without a header or without timestamps cannot be read)")
+                          f"{first_line[:60]!r}; expected a first line 'timestamp,demand_mw' naming the columns "
+                          f"({hint})")
     for name in ("timestamp", "demand_mw"):
         if header.count(name) > 1:
             raise SeriesError(f"{where}: the header names the column {name!r} twice")
