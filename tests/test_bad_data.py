@@ -331,3 +331,34 @@ def test_a_non_finite_score_fails_the_run_and_only_a_trained_network_is_said_to_
         check_finite({"val_mape": math.nan}, np.ones(48), nan_forecasts, trained=True)
     with pytest.raises(NonFiniteMetric, match=r"test_mape_by_lead"):
         check_finite(good, np.array([1.0, math.nan]), finite, trained=True)
+
+
+@pytest.mark.slow  # imports TensorFlow (model=naive builds a Keras identity network)
+@pytest.mark.parametrize(("position", "value"), [(TEST_WEEKS_START + 300, 0.0), (7 * 336 + 100, math.nan)],
+                         ids=["zero-in-test-weeks", "nan-in-validation-week"])
+def test_a_frame_past_the_checks_with_bad_values_logs_no_score_and_is_not_called_a_divergence(
+        position, value, tmp_path):
+    """The safety net behind the file check: a frame with a zero or a NaN handed straight to the job's
+    training step (as no file can now hand it) on a real SQLite store. model=naive trains nothing, so
+    the failure must not say the network diverged, and no val/test score may be logged."""
+    from conftest import job_config, pointed_at, sqlite_uri
+    from mlflow.tracking import MlflowClient
+
+    from runner.job import JobContext, NonFiniteMetric, _train_and_log
+    from runner.tracking import ExperimentTracker
+
+    cfg = pointed_at(compose_config(["model=naive", "epochs=1", "tracking.log_model=false"]), tmp_path)
+    validated = validate(cfg)
+    frame = series.load_series(SHIPPED)
+    frame.loc[position, "demand_mw"] = value
+    tracker = ExperimentTracker("safety-net", sqlite_uri(tmp_path / "mlflow.db"))
+    run_id = tracker.start_run("naive")
+    try:
+        with pytest.raises(NonFiniteMetric) as error:
+            _train_and_log(job_config(cfg), validated, JobContext(output_dir=tmp_path, base_dir=tmp_path), tracker,
+                           frame)
+    finally:
+        tracker.end_run("FAILED")
+    assert "diverged" not in str(error.value) and "not logged" in str(error.value)
+    metrics = MlflowClient(tracking_uri=sqlite_uri(tmp_path / "mlflow.db")).get_run(run_id).data.metrics
+    assert not [k for k in metrics if k.startswith(("val_", "test_"))], metrics
