@@ -4,6 +4,10 @@ An origin is the 0-based index of the last observed value; its forecast covers t
 Weeks are counted from the start of the file. Training origins have all their targets in the training
 weeks, validation origins in the validation weeks, and test origins follow the classic protocol: every
 origin whose whole next day lies in the test weeks (with 12 weeks and 8 before the test: 2687..3983).
+
+A data file is read once per process and checked by runner.forecaster.check_series (the rules a
+forecaster's input must meet), then against the split and the history the features need: any fault is
+a SeriesError (a ConfigError: exit 2) naming the key, the file, what is wrong and the first bad row.
 """
 
 from __future__ import annotations

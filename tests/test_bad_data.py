@@ -231,6 +231,13 @@ def test_whole_mw_and_iso_timestamps_with_or_without_t_and_seconds_pass(tmp_path
     assert loaded.fingerprint == series.fingerprint(other) != series.fingerprint(SHIPPED)
 
 
+def test_columns_are_found_by_name_and_others_ignored(tmp_path):
+    rows = [f"north,{d},{t}" for t, d in map(cells, ROWS)]
+    other = tmp_path / "reordered.csv"
+    other.write_text(csv(rows, "region,demand_mw,timestamp"))
+    pd.testing.assert_frame_equal(series.load_series(other), series.load_series(SHIPPED))
+
+
 def test_the_file_is_parsed_once_and_again_when_it_changes(tmp_path):
     path = tmp_path / "copy.csv"
     path.write_text(csv(ROWS))
