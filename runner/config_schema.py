@@ -329,7 +329,7 @@ def validate(cfg: DictConfig) -> Validated:
     if name == "seasonal" and config.data.window < 48:
         _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
     # Last, once every key is known good: the data file itself, read once (the job reuses the parse).
-    # Imports pandas (and MLflow, through the forecaster module), never TensorFlow.
+    # Imports pandas, never TensorFlow or MLflow.
     from runner import series
 
     series.check_data(config.data)

@@ -209,14 +209,15 @@ def build(input_shapes, horizon, params):
 
 
 def broken_model(folder: Path) -> tuple[Path, dict[str, str]]:
-    """A config folder (for `--config-dir`) with `model=broken`, and the environment that imports its
-    builder. Data problems are refused before any run exists, so a failure inside a run needs a fault
+    """A config folder (for `--config-dir`) with `model=broken`, and the environment that imports and
+    trusts its builder. Data problems are refused before any run exists, so a failure inside a run needs a fault
     in the job itself: here a user's model code that raises when the network is built."""
     (folder / "model").mkdir(parents=True, exist_ok=True)
     (folder / "model" / f"{BROKEN_MODEL}.yaml").write_text(
         f"_target_: broken_builder.build\nname: {BROKEN_MODEL}\nunits: 16\ndropout: 0.0\n")
     (folder / "broken_builder.py").write_text(BROKEN_BUILDER)
-    return folder, {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    return folder, {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])),
+                    "RUNNER_TRUSTED_MODULES": "broken_builder"}
 
 
 # -- one real end-to-end run per session ------------------------------------------------------------
