@@ -341,6 +341,7 @@ def test_a_non_finite_score_fails_the_run_and_only_a_trained_network_is_said_to_
 
 
 @pytest.mark.slow  # imports TensorFlow (model=naive builds a Keras identity network)
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the zero's MAPE, which is the point
 @pytest.mark.parametrize(("position", "value"), [(TEST_WEEKS_START + 300, 0.0), (7 * 336 + 100, math.nan)],
                          ids=["zero-in-test-weeks", "nan-in-validation-week"])
 def test_a_frame_past_the_checks_with_bad_values_logs_no_score_and_is_not_called_a_divergence(
