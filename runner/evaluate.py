@@ -28,7 +28,8 @@ import numpy as np
 
 from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
 
-# The protocol (DESIGN.md): 8 weeks before the test weeks, 4 test weeks, a day ahead.
+# The protocol: weeks 1-7 train, week 8 validation (early stopping, model selection), weeks 9-12 test,
+# forecasts a day (48 half-hours) ahead; these origins are the test weeks' of runner.series.split_origins.
 TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS = 7, 1, 4
 FIRST_ORIGIN, LAST_ORIGIN, N_ORIGINS = 2687, 3983, 1297
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -101,10 +102,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--version: must be a number; got {args.version!r}")
     elif args.version is not None:
         parser.error("--version: only with --model NAME")
+    for reference in args.reference:
+        if reference_parts(reference) is None:
+            parser.error(f"--reference: give NAME@alias or NAME/version; got {reference!r}")
     return args
 
 
-def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
+def reference_parts(reference: str) -> tuple[str, str] | None:
+    """(name, "@alias" or version number) of a --reference, None when it is neither form."""
+    name, at, alias = reference.partition("@")
+    if at:
+        return (name, f"@{alias}") if name and alias else None
+    name, slash, version = reference.rpartition("/")
+    return (name, version) if slash and name and version.isdigit() else None
+
+
+def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, dict[str, str]]:
     """(model URI to load, a label, the source run's tags) of the requested model; RunnerError when
     the model, version, alias or run does not exist."""
     from mlflow.exceptions import MlflowException
@@ -112,7 +125,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
     from runner.errors import RunNotFound
     from runner.registry import ModelRegistry
 
-    registry = ModelRegistry(args.tracking_uri)
+    registry = registry or ModelRegistry(args.tracking_uri)
     if args.model is not None:
         name, _, alias = args.model.partition("@")
         if alias:
@@ -132,6 +145,14 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
         raise RunNotFound(f"run {args.run} has no logged forecaster (no {FORECASTER_URI_TAG} tag; "
                           "was it run with tracking.log_model=false?)")
     return uri, f"run {args.run[:8]} {run.info.run_name or ''}".strip(), dict(run.data.tags)
+
+
+def resolve_reference(registry, reference: str) -> str:
+    """The model URI of a --reference (NAME@alias or NAME/version); RunnerError when the model, alias
+    or version does not exist, so that a typo stops the command before anything is scored."""
+    name, which = reference_parts(reference)
+    registry.resolve_version(name, which)
+    return f"models:/{reference}"
 
 
 def _run_tags(client, run_id: str | None) -> dict[str, str]:
@@ -285,11 +306,15 @@ def main(argv: list[str] | None = None) -> int:
             raise RunnerError(f"no tracking store at {database}; pass --tracking-uri or set MLFLOW_TRACKING_URI")
         check_reachable(store)
         tracking_uri = store.tracking_uri
-        uri, label, tags = resolve_model(args)
+        from runner.registry import ModelRegistry
+
+        registry = ModelRegistry(tracking_uri)
+        # every model named on the command line exists before the first is loaded (Keras) and scored
+        uri, label, tags = resolve_model(args, registry)
+        references = {reference: resolve_reference(registry, reference) for reference in args.reference}
         model = load_forecaster(uri, tracking_uri)
         result = evaluate(model, uri, label, tags, per_origin=args.per_origin, data=args.data)
-        for reference in args.reference:
-            ref_uri = f"models:/{reference}"
+        for reference, ref_uri in references.items():
             scored = evaluate(load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin,
                               data=args.data)
             result.references[reference] = scored.model_by_lead

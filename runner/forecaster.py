@@ -272,6 +272,7 @@ try:
     if __name__ == "runner.forecaster":
         raise ImportError("the runner's own import: no pyfunc wrapper needed")
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
     class DemandForecaster(mlflow.pyfunc.PythonModel):
         """Day-ahead forecaster: a history of half-hourly demand in, the next 48 half-hours out."""
@@ -283,12 +284,38 @@ try:
             self.network = keras.models.load_model(context.artifacts["network"], compile=False)
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            frame = check_history(model_input, self.prep.min_history)
+            """The next HORIZON half-hours after a history of `timestamp` (datetimes or ISO 8601 strings)
+            and `demand_mw` (MW, integer or float); MlflowException INVALID_PARAMETER_VALUE when the
+            history cannot be forecast from, its message saying why."""
+            frame = self._history(model_input)
             origin = np.array([len(frame) - 1])
             forecast = forecast_origins(self.network, self.prep, frame, origin)[0]
             start = frame["timestamp"].iloc[-1] + STEP
             times = pd.date_range(start, periods=HORIZON, freq=STEP)
             return pd.DataFrame({"timestamp": times, "forecast_mw": forecast})
+
+        def _history(self, model_input) -> pd.DataFrame:
+            # The logged signature declares no input schema (runner/model_logging.py says why), so MLflow
+            # hands every input over as it came: a DataFrame from Python and `mlflow models predict`; a
+            # DataFrame, a dict of columns or a list of records from the scoring server. One set of rules
+            # (check_history) then judges them all.
+            if isinstance(model_input, (dict, list)):  # columns, or records
+                try:
+                    model_input = pd.DataFrame(model_input)
+                except ValueError:
+                    pass  # check_history names the type it got
+            try:
+                return check_history(model_input, self.prep.min_history)
+            except (ValueError, TypeError) as error:  # HistoryError, or a timestamp pandas cannot parse
+                # MLflow's scoring server answers an MlflowException with its error code's HTTP status
+                # (INVALID_PARAMETER_VALUE: 400) and the message in the body's `message`; any other
+                # exception becomes a generic "unexpected error" with the reason only in a stack trace.
+                if isinstance(error, HistoryError):
+                    message = str(error)
+                else:  # pandas' own message: its first line, without the advice that follows
+                    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    message = f"history cannot be read: {first.removesuffix(' You might want to try:')}"
+                raise MlflowException.invalid_parameter_value(message) from error
 
         def forecast_many(self, history: pd.DataFrame, origins) -> np.ndarray:
             """Forecasts from many origins (row positions in `history`) in one batch, in MW."""
