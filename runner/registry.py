@@ -466,9 +466,13 @@ def _events(model, alias: str | None) -> list[dict[str, Any]]:
 
 
 def _check_alias(alias: str) -> None:
-    if not alias or alias.startswith(STAGE_PREFIX) or alias.lower() == "latest" or alias.isdigit():
-        raise ValueError(f"alias: must be a name such as champion (not empty, 'latest', a number or "
-                         f"'{STAGE_PREFIX}...'); got {alias!r}")
+    """The rules a policy's aliases are validated by (runner.config_schema.alias_problem: MLflow's own,
+    and no number); `stage:<Stage>` names the history's stage events and has a ':' MLflow refuses."""
+    from runner.config_schema import alias_problem
+
+    problem = alias_problem(alias or "")
+    if problem:
+        raise ValueError(f"alias: {problem}")
 
 
 def _quote(name: str) -> str:

@@ -72,10 +72,11 @@ class SweepTracking(Callback):
 
 
 def _validate_every_job(config: DictConfig) -> None:
-    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37)."""
-    validate(config)
+    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37); an
+    error names the job's overrides, also when every job shares the bad value."""
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
+        validate(config)
         return  # other sweepers sample values as they go; each job validates its own
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -88,6 +89,7 @@ def _validate_every_job(config: DictConfig) -> None:
     batches = BasicSweeper.split_arguments(parsed, None)
     combos = [combo for batch in batches for combo in batch][:MAX_VALIDATED_COMBINATIONS]
     if len(combos) <= 1:
+        validate(config)
         return
     for combo in combos:
         try:
