@@ -338,13 +338,14 @@ class ModelRegistry:
         in_stage = [v["version"] for v in self.get_model_versions(name)
                     if v["stage"] == stage and v["version"] != current["version"]]
         previous = in_stage[-1:]  # the newest other version in the stage: the one this move replaces
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            archive = archive_existing and stage in ("Staging", "Production")
-            moved = self._call(self.client.transition_model_version_stage, name, str(version), stage,
-                               archive_existing_versions=archive)
-        change = changes.add(Change("stage", name, str(version), stage, current["stage"],
-                                    archived=in_stage if archive else [])) if changes is not None else None
+        archive = archive_existing and stage in ("Staging", "Production")
+        moved = self._transition(name, version, stage)
+        change = changes.add(Change("stage", name, str(version), stage, current["stage"])) \
+            if changes is not None else None
+        for other in in_stage if archive else []:
+            self._transition(name, other, "Archived")
+            if change is not None:
+                change.archived.append(other)
         event = self._record(name, {
             "alias": f"{STAGE_PREFIX}{stage}",
             "from_version": previous[-1] if previous else None,
@@ -355,6 +356,16 @@ class ModelRegistry:
         if change is not None:
             change.history_key = event["key"]
         return version_dict(moved)
+
+    def _transition(self, name: str, version: str | int, stage: str):
+        """One version to a stage, nothing else moved. The other holders are archived one by one by the
+        caller rather than with MLflow's archive_existing_versions, which fails on a tracking server on
+        PostgreSQL (MLflow 3.17 compares the integer version column with the request's string:
+        "operator does not exist: integer <> character varying"); one by one, each is also known to undo."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's stage deprecation warning
+            return self._call(self.client.transition_model_version_stage, name, str(version), stage,
+                              archive_existing_versions=False)
 
     # -- aliases -----------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str | int, reason: str = "", actor: str | None = None,
@@ -418,13 +429,9 @@ class ModelRegistry:
             where = f"back on v{change.before}" if change.before else "removed"
             return f"model {name}: alias {change.name} {where} (was moved to v{version})"
         if change.kind == "stage":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._call(self.client.transition_model_version_stage, name, version, change.before,
-                           archive_existing_versions=False)
-                for archived in change.archived:  # what the move archived goes back to the stage
-                    self._call(self.client.transition_model_version_stage, name, archived, change.name,
-                               archive_existing_versions=False)
+            self._transition(name, version, change.before)
+            for archived in change.archived:  # what the move archived goes back to the stage
+                self._transition(name, archived, change.name)
             self._record(name, {"alias": f"{STAGE_PREFIX}{change.name}", "from_version": version,
                                 "to_version": change.archived[-1] if change.archived else None,
                                 "restored_stage": change.before, "restored": change.archived,
@@ -490,10 +497,10 @@ class ModelRegistry:
         self._version(name, target)  # VersionNotFound when it was deleted since
         if alias.startswith(STAGE_PREFIX):
             stage = alias[len(STAGE_PREFIX):]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._call(self.client.transition_model_version_stage, name, str(target), stage,
-                           archive_existing_versions=True)
+            self._transition(name, target, stage)
+            for other in self.get_model_versions(name):  # archive_existing_versions, as _transition says
+                if other["stage"] == stage and other["version"] != str(target):
+                    self._transition(name, other["version"], "Archived")
             current = latest["to_version"]
         else:
             current = _aliases(model).get(alias)

@@ -86,7 +86,8 @@ def seeded(store: SyntheticStore, name: str):
     Returns the stages policy; the next sweep (3.0) is promoted with 5 writes: register v3, challenger
     v2 -> v3, champion v1 -> v3, Production -> v3 archiving v1, the decision tag."""
     policy = make_policy(model_name=name, stages=STAGES)
-    assert store.decide(store.make_sweep([4.0]), policy)[0].action == "promoted"
+    decision = store.decide(store.make_sweep([4.0]), policy)[0]
+    assert decision.action == "promoted", decision.reason
     assert store.decide(store.make_sweep([5.0]), policy)[0].action == "registered"
     return policy
 
