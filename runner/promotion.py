@@ -20,7 +20,7 @@ import operator
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from runner.config_schema import Policy
@@ -37,6 +37,7 @@ MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")
 DECISION_TAG = "runner.decision"  # set on a version once the decision about it is complete
+NOT_LOGGED = "no logged forecaster to register"
 
 
 @dataclass
@@ -67,7 +68,9 @@ class Candidate:
             if got is None or not OPS[gate.op](got, gate.value):
                 candidate.rejected.append(f"gate {gate.metric} {gate.op} {gate.value:g} failed (got {got})")
         if FORECASTER_URI_TAG not in run.data.tags and not candidate.rejected:
-            candidate.rejected.append("no logged forecaster (tracking.log_model=false?)")
+            off = str(run.data.params.get("tracking.log_model", "")).lower() == "false"
+            candidate.rejected.append(f"{NOT_LOGGED}: tracking.log_model=false" if off
+                                      else f"{NOT_LOGGED} (its logging failed?)")
         return candidate
 
     def summary(self) -> dict[str, Any]:
@@ -127,8 +130,18 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
     `step_hook`: a test seam, see runner.registry.RegistryChanges (None in production)."""
     ranked = rank(policy, candidates)
     if not ranked:
+        # runs that would have won but logged no forecaster: say so, rather than "no run passed the gates"
+        unlogged = rank(policy, [replace(c, rejected=[]) for c in candidates
+                                 if c.rejected and all(r.startswith(NOT_LOGGED) for r in c.rejected)])
         if not candidates:
             reason = "the sweep has no runs"
+        elif unlogged:
+            best = unlogged[0]
+            why = "tracking.log_model=false" if all("log_model=false" in r for c in candidates for r in c.rejected
+                                                    if r.startswith(NOT_LOGGED)) else "no forecaster was logged"
+            reason = (f"no version registered: {len(unlogged)} run(s) passed the gates but logged no forecaster "
+                      f"({why}); the best was job #{best.job_num or '-'} run {best.run_id[:8]} with {policy.metric} "
+                      f"{best.value:.4f}; run again with tracking.log_model=true to register it")
         elif any(c.status == "FINISHED" for c in candidates):
             reason = "no run passed the gates"
         else:

@@ -196,9 +196,10 @@ class SyntheticStore:
 
     def make_sweep(self, values: Sequence[float | None], *, fingerprint: str = FINGERPRINT,
                    extra_metrics: dict[str, float] | None = None, status: str = "FINISHED",
-                   with_tracker: bool = False) -> SyntheticSweep:
+                   with_tracker: bool = False, log_model: bool = True) -> SyntheticSweep:
         """A sweep whose child i scores val_mape values[i] (None: not logged). `with_tracker`: open the
-        parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it)."""
+        parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it). `log_model`
+        False: the children log no forecaster, as with tracking.log_model=false."""
         sweep_id = str(uuid.uuid4())
         parent_tags = {"runner.sweep_id": sweep_id, "runner.sweep_role": "parent"}
         tracker = None
@@ -223,9 +224,11 @@ class SyntheticStore:
                 metrics["val_mape"] = value
             for key, metric in metrics.items():
                 self.client.log_metric(run_id, key, metric)
-            model = self.client.create_logged_model(self.experiment_id, name="forecaster", source_run_id=run_id)
-            self.client.finalize_logged_model(model.model_id, "READY")
-            self.client.set_tag(run_id, "runner.forecaster_uri", f"models:/{model.model_id}")
+            self.client.log_param(run_id, "tracking.log_model", str(log_model).lower())
+            if log_model:
+                model = self.client.create_logged_model(self.experiment_id, name="forecaster", source_run_id=run_id)
+                self.client.finalize_logged_model(model.model_id, "READY")
+                self.client.set_tag(run_id, "runner.forecaster_uri", f"models:/{model.model_id}")
             self.client.set_terminated(run_id, status=status)
             children.append(run_id)
         return SyntheticSweep(sweep_id, parent_run_id, children, tracker)
