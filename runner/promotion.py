@@ -179,7 +179,10 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
 
     champion_value = None
     promote, reason = True, "no champion yet: the first passing winner becomes champion"
-    if champion is not None and champion["run_id"] == winner.run_id:
+    # The winner holds the champion already (a decision interrupted or left half-undone after it moved the
+    # alias, now finished): nothing to promote, but the champion's stage is still completed below.
+    holds = champion is not None and champion["run_id"] == winner.run_id
+    if holds:
         promote, reason = False, f"run {winner.run_id[:8]} already holds version {champion['version']} as champion"
         champion_value = winner.value
     elif champion is not None:
@@ -203,10 +206,10 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
         if promote and policy.aliases.promoted:
             moves.append((f"alias {policy.aliases.promoted}", lambda: _move_alias(
                 registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision, changes)))
-        if policy.stages.winner and not (promote and policy.stages.promoted):
+        if policy.stages.winner and not ((promote or holds) and policy.stages.promoted):
             moves.append((f"stage {policy.stages.winner}", lambda: _move_stage(
                 registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision, changes)))
-        if promote and policy.stages.promoted:
+        if (promote or holds) and policy.stages.promoted:
             moves.append((f"stage {policy.stages.promoted}", lambda: _move_stage(
                 registry, name, policy.stages.promoted, version, policy.stages.archive_previous, reason, actor,
                 sweep_id, decision, changes)))

@@ -262,3 +262,15 @@ def test_a_server_that_stays_lost_leaves_a_list_of_exactly_what_remains_changed(
     assert state["aliases"] == {"champion": "3", "challenger": "3"}
     assert {v: s for v, (s, _, _) in state["versions"].items()} == {"1": "Production", "2": "Staging", "3": "None"}
     assert state["versions"]["3"][1] == sweep.run_ids[0]
+
+    # Once the server is back, the hook run again finishes the decision instead of registering twice:
+    # the lock the lost decision could not release is broken as a stale one would be (after 15 minutes).
+    from runner.locks import LOCK_SUFFIX, _break_if_stale
+
+    _break_if_stale(store.client, name + LOCK_SUFFIX, stale_after=0)
+    decision, _ = store.decide(sweep, policy)
+    assert decision.version == "3" and not decision.failed, decision
+    state = snapshot(store.client, name)
+    assert state["aliases"] == {"champion": "3", "challenger": "3"}
+    assert {v: s for v, (s, _, _) in state["versions"].items()} == {"1": "Archived", "2": "Staging", "3": "Production"}
+    assert state["versions"]["3"][2]["runner.decision"] == decision.action
