@@ -40,7 +40,9 @@ NON_NEGATIVE_METRICS = POLICY_METRICS
 ALIAS_PATTERN = re.compile(r"^[\w\-]+$")  # _REGISTERED_MODEL_ALIAS_REGEX (an empty alias is refused too)
 VERSION_ALIAS_PATTERN = re.compile(r"^[vV]\d+$")  # _REGISTERED_MODEL_ALIAS_VERSION_REGEX: reserved
 MAX_ALIAS_LENGTH = 255  # MAX_REGISTERED_MODEL_ALIAS_LENGTH
-MAX_MODEL_NAME_LENGTH = 256  # the registered_models.name column, String(256): PostgreSQL refuses longer
+# The registered_models.name column is String(256) (PostgreSQL refuses longer), and on a tracking server the
+# promotion lock is a registered model named `<model_name>.promotion-lock` (runner.locks.LOCK_SUFFIX).
+MAX_MODEL_NAME_LENGTH = 256 - len(".promotion-lock")
 MODEL_NAME_FORBIDDEN = {
     "/": "MLflow refuses it (models:/<name>/<version> URIs split there)",
     ":": "MLflow refuses it",
@@ -165,7 +167,8 @@ def model_name_problem(name: str) -> str | None:
     if normalised != name or normalised == "." or normalised.startswith(".."):
         return f"must not be '.' or start with '..' (MLflow treats registry names as paths); got {name!r}"
     if len(name) > MAX_MODEL_NAME_LENGTH:
-        return f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit); got {len(name)}"
+        return (f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit of 256, less the "
+                f"'.promotion-lock' suffix of the promotion lock's name); got {len(name)}")
     return None
 
 

@@ -132,7 +132,7 @@ def aliases(winner, promoted="champion") -> dict:
     ({"model_name": ".."}, "registry.model_name: must not be '.' or start with '..'"),
     ({"model_name": "..hidden"}, "registry.model_name: must not be '.' or start with '..'"),
     ({"model_name": "   "}, "registry.model_name: must not be empty"),
-    ({"model_name": "m" * 257}, "registry.model_name: must be at most 256 characters"),
+    ({"model_name": "m" * 242}, "registry.model_name: must be at most 241 characters (the registry's limit of 256"),
     ({"stages": {"winner": "Production", "promoted": "Production", "archive_previous": True}},
      "registry.stages.promoted: must differ from registry.stages.winner ('Production')"),
     ({"stages": {"winner": "Archived", "promoted": None, "archive_previous": True}},
@@ -215,7 +215,10 @@ def test_the_runner_refuses_a_little_more_than_mlflow_and_says_why():
 
     assert "version number" in alias_problem("42")  # MLflow accepts it; `promote m 42` would mean version 42
     assert "split there" in model_name_problem("m@prod")  # MLflow accepts it; `m@prod` reads as alias prod
-    assert "limit" in model_name_problem("m" * 257)  # MLflow's column is String(256)
+    assert "limit" in model_name_problem("m" * 242)  # MLflow's column is String(256), the lock adds 15
+    from runner.locks import LOCK_SUFFIX
+
+    assert len("m" * 241 + LOCK_SUFFIX) == 256
 
 
 def test_a_new_policy_name_is_found_and_a_shipped_name_is_not_replaced(policy_dir, tmp_path):
