@@ -160,6 +160,19 @@ def test_a_first_decision_failing_leaves_no_version(synthetic, model_name, count
     assert decision.undone[-1].startswith(f"model {model_name}: kept")
 
 
+def test_ctrl_c_in_the_middle_of_a_decision_is_undone_and_goes_on(synthetic, model_name):
+    policy = seeded(synthetic, model_name)
+    before = snapshot(synthetic.client, model_name)
+
+    def interrupt(phase, change):
+        if phase == "done" and change.kind == "stage":
+            raise KeyboardInterrupt  # as a SIGINT landing between two writes would
+
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.decide(synthetic.make_sweep([3.0]), policy, step_hook=interrupt)
+    assert snapshot(synthetic.client, model_name) == before
+
+
 def test_a_failed_decision_fails_the_sweep_with_its_reason(synthetic, model_name, monkeypatch):
     # Through the post-sweep hook: the parent run ends FAILED, exit code 1, decision.json says why.
     from sweep_fixtures import decision_report
