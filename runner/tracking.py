@@ -63,7 +63,8 @@ class Store:
             command = uri
             source = "the browser asks for it"
         else:
-            command = shlex.join([*mlflow_command(), "ui", "--backend-store-uri", uri])
+            # one worker: MLflow's default of 4 (each importing MLflow) only slows the start of a personal UI
+            command = shlex.join([*mlflow_command(), "ui", "--backend-store-uri", uri, "--workers", "1"])
             source = "give it to the UI with PGPASSWORD or a ~/.pgpass entry"
         if uri == self.tracking_uri:
             return command
