@@ -76,9 +76,11 @@ def quiet_libraries() -> None:
 
 def task(cfg: DictConfig) -> float:
     """Validate, run one tracked job, print its summary; returns the objective for sweepers."""
+    from runner.credentials import redact_log_handlers
     from runner.job import JobContext, run_job
 
     quiet_libraries()
+    redact_log_handlers()  # the job's console and log file, as Hydra configured them for this job
     ctx = JobContext.from_hydra()
     try:
         validated = validate(cfg)  # before TensorFlow is imported and before any run exists

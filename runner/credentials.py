@@ -13,12 +13,13 @@ Refused: a URI with `user:password@` in any argument (also Hydra-escaped `\\:`, 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Sequence
 
 from runner.params import has_uri_password as _has_uri_password
-from runner.params import is_secret_key
+from runner.params import is_secret_key, redact_uri
 
 EXIT_USAGE = 2
 
@@ -83,3 +84,23 @@ def refuse_credentials(args: Sequence[str]) -> None:
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+class RedactingFilter(logging.Filter):
+    """Hides URI passwords in every record a handler emits: libraries log URLs they were given from the
+    environment (the Optuna sweeper logs "Storage: <url>" when hydra.verbose is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_uri(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def redact_log_handlers() -> None:
+    """Put a RedactingFilter on the root logger's handlers (Hydra sets them up anew for the sweep's main
+    process and for each job: call this after it did)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

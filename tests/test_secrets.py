@@ -224,9 +224,10 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
     presets = tmp_path / "conf" / "sweep"
     presets.mkdir(parents=True)
     (presets / "secret_optuna.yaml").write_text(SECRET_OPTUNA_PRESET)
+    # hydra.verbose: the sweeper's own log lines (it logs "Storage: <url>") reach the console too
     done = run_cli(["--multirun", f"--config-dir={tmp_path / 'conf'}", "sweep=secret_optuna", "model=naive",
-                    "experiment_name=secret-optuna", "epochs=1", "data.train_stride=16"], tmp_path, env=env,
-                   timeout=300)
+                    "experiment_name=secret-optuna", "epochs=1", "data.train_stride=16",
+                    "hydra.verbose=hydra_plugins.hydra_optuna_sweeper"], tmp_path, env=env, timeout=300)
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
 
@@ -237,6 +238,7 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
 
     study = optuna.load_study(study_name="secret-study", storage=storage)  # the study is in that database
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert "Storage: postgresql://postgres:***REDACTED***@" in console  # printed, without the password
     for secret in (PASSWORD, storage_password):
         assert leaks(secret, tmp_path, console, [store, storage]) == []
 
