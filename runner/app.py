@@ -54,6 +54,7 @@ OmegaConf.register_resolver("runner_sweep_id", new_sweep_id, replace=True, use_c
 # allowed by Hydra itself. Model builders are not instantiated: `runner.config_schema` checks them.
 EXECUTION_WHITELIST = [
     "runner.sweep_hooks.SweepTracking",
+    "runner.credentials.RedactingFilter",  # conf/hydra/*_logging/runner.yaml: no password in a log line
     "hydra._internal.core_plugins.*",  # the basic launcher and sweeper
     "hydra_plugins.hydra_joblib_launcher.*",
     "hydra_plugins.hydra_optuna_sweeper.*",
@@ -76,11 +77,9 @@ def quiet_libraries() -> None:
 
 def task(cfg: DictConfig) -> float:
     """Validate, run one tracked job, print its summary; returns the objective for sweepers."""
-    from runner.credentials import redact_log_handlers
     from runner.job import JobContext, run_job
 
     quiet_libraries()
-    redact_log_handlers()  # the job's console and log file, as Hydra configured them for this job
     ctx = JobContext.from_hydra()
     try:
         validated = validate(cfg)  # before TensorFlow is imported and before any run exists

@@ -18,8 +18,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from runner.params import REDACTED, is_secret_key, redact_uri
 from runner.params import has_uri_password as _has_uri_password
-from runner.params import is_secret_key, redact_uri
 
 EXIT_USAGE = 2
 
@@ -86,21 +86,29 @@ def refuse_credentials(args: Sequence[str]) -> None:
         raise SystemExit(EXIT_USAGE)
 
 
+# `'MLFLOW_TRACKING_PASSWORD': 'pw'` or `password="pw"` in a logged dict or call: the quoted value goes.
+QUOTED_SECRET = re.compile(
+    r"(?P<head>[\w.\-]*(?:password|passwd|secret|token|api[_-]?key|credential)[\w.\-]*['\"]?\s*[:=]\s*)"
+    r"(?P<quote>['\"])(?P<value>[^'\"]+)(?P=quote)",
+    re.IGNORECASE,
+)
+
+
+def redact_text(text: str) -> str:
+    """URI passwords and quoted values of secret-looking keys hidden."""
+    text = QUOTED_SECRET.sub(lambda m: f"{m['head']}{m['quote']}{REDACTED}{m['quote']}", text)
+    return redact_uri(text)
+
+
 class RedactingFilter(logging.Filter):
-    """Hides URI passwords in every record a handler emits: libraries log URLs they were given from the
-    environment (the Optuna sweeper logs "Storage: <url>" when hydra.verbose is on)."""
+    """Hides secrets in every record a handler emits: libraries log what they were given from the
+    environment (with hydra.verbose the Optuna sweeper logs "Storage: <url>", and the Ray launcher the
+    resolved runtime_env with MLFLOW_TRACKING_PASSWORD)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact_uri(message)
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
 
-
-def redact_log_handlers() -> None:
-    """Put a RedactingFilter on the root logger's handlers (Hydra sets them up anew for the sweep's main
-    process and for each job: call this after it did)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())

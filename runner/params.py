@@ -56,9 +56,9 @@ def has_uri_password(text: str) -> bool:
 def without_password(uri: str) -> str:
     """`postgresql://user:pw@host/db` -> `postgresql://user@host/db`: still usable where the password comes
     from elsewhere (PGPASSWORD, ~/.pgpass, MLFLOW_TRACKING_PASSWORD)."""
+    uri = URI_TOKEN.sub(lambda match: match["head"], uri)  # a token as the user part: left out whole
     uri = DATABASE_PASSWORD.sub(lambda match: f"{match['head']}@", uri)
-    uri = URI_PASSWORD.sub(lambda match: f"{match['head']}@", uri)
-    return URI_TOKEN.sub(lambda match: match["head"], uri)  # a token as the user part: left out whole
+    return URI_PASSWORD.sub(lambda match: f"{match['head']}@", uri)
 
 
 def redact(value: Any, key: str = "") -> Any:

@@ -52,9 +52,6 @@ class SweepTracking(Callback):
         self.state: SweepState | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.credentials import redact_log_handlers
-
-        redact_log_handlers()  # the sweep's console: sweepers log the URLs they were given
         try:
             self.state = start_sweep(config)
         except (ConfigError, RunnerError) as error:

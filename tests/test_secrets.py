@@ -102,6 +102,57 @@ def test_arguments_without_a_credential_pass(arg):
     assert find_credential([arg]) is None
 
 
+# -- what the runner prints -------------------------------------------------------------------------
+def test_log_lines_never_hold_a_password():
+    """The filter that conf/hydra/*_logging/runner.yaml puts on every console and log-file handler, on the
+    lines libraries log with hydra.verbose (Optuna's storage URL, the Ray launcher's resolved runtime_env)."""
+    import io
+    import logging
+
+    from runner.credentials import RedactingFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("test_secrets.library")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("Storage: %s", f"postgresql://postgres:{PASSWORD}@db:5432/optuna")
+        logger.warning("Initializing ray with config: %s",
+                       {"runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": f"http://ana:{PASSWORD}1@h:5000",
+                                                     "MLFLOW_TRACKING_PASSWORD": f"{PASSWORD}2",
+                                                     "MLFLOW_TRACKING_USERNAME": "ana"}}})
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert PASSWORD not in text
+    assert "Storage: postgresql://postgres:***REDACTED***@db:5432/optuna" in text
+    assert "'MLFLOW_TRACKING_USERNAME': 'ana'" in text  # only secrets go
+
+
+@pytest.mark.parametrize(("uri", "shown", "note"), [
+    (f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/mlflow", "postgresql://postgres@127.0.0.1:5432/mlflow",
+     "PGPASSWORD"),
+    (f"postgresql+psycopg://runner:a/{PASSWORD}@db/mlflow", "postgresql+psycopg://runner@db/mlflow", "PGPASSWORD"),
+    (f"http://ana:{PASSWORD}@127.0.0.1:5000", "http://ana@127.0.0.1:5000", "browser"),
+    (f"https://{PASSWORD}@mlflow.example", "https://mlflow.example", "browser"),
+    ("sqlite:////tmp/a folder/mlflow.db", "sqlite:////tmp/a folder/mlflow.db", None),
+])
+def test_the_ui_hint_leaves_the_password_out_and_says_where_it_goes(uri, shown, note):
+    from runner.tracking import Store
+
+    store = Store(uri, None)
+    command, *rest = store.ui_command().split("\n")
+    assert PASSWORD not in store.ui_command() and PASSWORD not in store.display_uri
+    if store.is_server:
+        assert command == shown  # the server is the UI: its URL
+    else:
+        words = shlex.split(command)  # quoted where the shell needs it
+        assert Path(words[0]).is_absolute() and words[1:4] == ["ui", "--backend-store-uri", shown]
+    assert (note is None and rest == []) or (len(rest) == 1 and note in rest[0])
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------------
 def _url(database: str) -> str:
     return urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{database}"))
