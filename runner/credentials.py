@@ -110,5 +110,7 @@ class RedactingFilter(logging.Filter):
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:  # a traceback: formatters use exc_text when it is set
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True
 

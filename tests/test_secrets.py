@@ -123,12 +123,17 @@ def test_log_lines_never_hold_a_password():
                        {"runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": f"http://ana:{PASSWORD}1@h:5000",
                                                      "MLFLOW_TRACKING_PASSWORD": f"{PASSWORD}2",
                                                      "MLFLOW_TRACKING_USERNAME": "ana"}}})
+        try:
+            raise ConnectionError(f"could not reach mysql://u:{PASSWORD}@db/x")
+        except ConnectionError:
+            logger.exception("a failed job")  # Hydra logs a job's traceback to the job's log file
     finally:
         logger.removeHandler(handler)
     text = stream.getvalue()
     assert PASSWORD not in text
     assert "Storage: postgresql://postgres:***REDACTED***@db:5432/optuna" in text
     assert "'MLFLOW_TRACKING_USERNAME': 'ana'" in text  # only secrets go
+    assert "ConnectionError: could not reach mysql://u:***REDACTED***@db/x" in text
 
 
 @pytest.mark.parametrize(("uri", "shown", "note"), [
