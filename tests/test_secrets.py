@@ -137,17 +137,17 @@ def test_log_lines_never_hold_a_password():
 
 
 @pytest.mark.parametrize(("uri", "shown", "note"), [
-    (f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/mlflow", "postgresql://postgres@127.0.0.1:5432/mlflow",
+    (f"postgresql://postgres:{SLOT}@127.0.0.1:5432/mlflow", "postgresql://postgres@127.0.0.1:5432/mlflow",
      "PGPASSWORD"),
-    (f"postgresql+psycopg://runner:a/{PASSWORD}@db/mlflow", "postgresql+psycopg://runner@db/mlflow", "PGPASSWORD"),
-    (f"http://ana:{PASSWORD}@127.0.0.1:5000", "http://ana@127.0.0.1:5000", "browser"),
-    (f"https://{PASSWORD}@mlflow.example", "https://mlflow.example", "browser"),
+    (f"postgresql+psycopg://runner:a/{SLOT}@db/mlflow", "postgresql+psycopg://runner@db/mlflow", "PGPASSWORD"),
+    (f"http://ana:{SLOT}@127.0.0.1:5000", "http://ana@127.0.0.1:5000", "browser"),
+    (f"https://{SLOT}@mlflow.example", "https://mlflow.example", "browser"),
     ("sqlite:////tmp/a folder/mlflow.db", "sqlite:////tmp/a folder/mlflow.db", None),
 ])
 def test_the_ui_hint_leaves_the_password_out_and_says_where_it_goes(uri, shown, note):
     from runner.tracking import Store
 
-    store = Store(uri, None)
+    store = Store(uri.replace(SLOT, PASSWORD), None)
     command, *rest = store.ui_command().split("\n")
     assert PASSWORD not in store.ui_command() and PASSWORD not in store.display_uri
     if store.is_server:
