@@ -3,7 +3,7 @@
 - A credential typed into an argument is refused before anything runs (it would already be in the shell
   history, in `ps`, and in the files Hydra writes from the command line): exit 2, one line naming the key,
   the password nowhere in the output, and not one file created.
-- A password that comes from the environment (MLFLOW_TRACKING_URI, an Optuna storage URL read with
+- A password that comes from the environment (MLFLOW_TRACKING_URI, a config value or an Optuna storage URL read with
   ${oc.env:...}, MLFLOW_TRACKING_PASSWORD) is used, and is found nowhere afterwards: not in a dump of the
   databases, not in any file under the command's folder (outputs/, artifacts, Hydra's .hydra/ files,
   multirun.yaml, logs; binary files too), not in the console.
@@ -257,6 +257,8 @@ def test_a_sweep_with_the_password_in_mlflow_tracking_uri_leaves_no_trace_of_it(
 SECRET_OPTUNA_PRESET = """# @package _global_
 defaults:
   - override /hydra/sweeper: optuna
+tracking:
+  uri: ${oc.env:SECRET_TEST_STORE_URI}
 hydra:
   sweeper:
     direction: minimize
@@ -275,8 +277,9 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
     store = _with_password(databases(), PASSWORD)
     storage_password = "Optuna" + secrets.token_hex(10)
     storage = _with_password(databases(), storage_password)
-    env = {"MLFLOW_TRACKING_URI": store, "OPTUNA_STORAGE": storage}
-    # sweep=optuna_shared's way of reading the storage, with two trials of the naive model (nothing to train)
+    # The store from a config value (tracking.uri: ${oc.env:...}: resolved into params and config.yaml, where it
+    # must be redacted), the storage as sweep=optuna_shared reads it; two trials of the naive model.
+    env = {"SECRET_TEST_STORE_URI": store, "OPTUNA_STORAGE": storage}
     presets = tmp_path / "conf" / "sweep"
     presets.mkdir(parents=True)
     (presets / "secret_optuna.yaml").write_text(SECRET_OPTUNA_PRESET)
@@ -295,6 +298,7 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
     study = optuna.load_study(study_name="secret-study", storage=storage)  # the study is in that database
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert "Storage: postgresql://postgres:***REDACTED***@" in console  # printed, without the password
+    assert children[0].data.params["tracking.uri"] == store.replace(PASSWORD, "***REDACTED***")
     for secret in (PASSWORD, storage_password):
         assert leaks(secret, tmp_path, console, [store, storage]) == []
 
