@@ -14,6 +14,7 @@ Hydra 1.4 facts this design answers:
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config_schema import ConfigError, Policy, validate
+from runner.config_schema import ConfigError, Policy, check_trust_not_configured, validate
 from runner.errors import RunnerError
 from runner.job import SWEEP_ID_ENV, redact_overrides
 from runner.params import redact_uri
@@ -51,6 +52,11 @@ class SweepTracking(Callback):
     def __init__(self) -> None:
         self.state: SweepState | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers ship Hydra's callbacks to their workers (joblib, Ray, submitit); the sweep's state (a
+        # tracker with its heartbeat thread) stays in the main process, the only one that uses it.
+        return {"state": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.state = start_sweep(config)
@@ -74,10 +80,11 @@ class SweepTracking(Callback):
 
 
 def _validate_every_job(config: DictConfig) -> None:
-    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37)."""
-    validate(config)
+    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37); an
+    error names the job's overrides, also when every job shares the bad value."""
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
+        validate(config)
         return  # other sweepers sample values as they go; each job validates its own
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -90,6 +97,7 @@ def _validate_every_job(config: DictConfig) -> None:
     batches = BasicSweeper.split_arguments(parsed, None)
     combos = [combo for batch in batches for combo in batch][:MAX_VALIDATED_COMBINATIONS]
     if len(combos) <= 1:
+        validate(config)
         return
     for combo in combos:
         try:
@@ -101,12 +109,14 @@ def _validate_every_job(config: DictConfig) -> None:
 def start_sweep(config: DictConfig) -> SweepState:
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
+    check_trust_not_configured(config.hydra.job.env_set)
     _validate_every_job(config)
     validated = validate(config)
     if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its study banner is noise here
+        check_optuna_storage(OmegaConf.select(config, "hydra.sweeper.storage"))
     c = validated.config
     base_dir = config.hydra.runtime.cwd
     store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
@@ -132,6 +142,33 @@ def start_sweep(config: DictConfig) -> SweepState:
     log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
              f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
     return state
+
+
+def check_optuna_storage(url: str | None) -> None:
+    """Open the study storage once before anything is tracked: a database written by an older Optuna
+    (the project used 2.10 before Hydra 1.4) needs a one-time schema upgrade, which Optuna refuses to do
+    implicitly; say how in one line instead of a traceback from inside the sweeper."""
+    if not url:
+        return
+    from pathlib import Path
+
+    from optuna.storages import RDBStorage
+
+    from runner.params import redact_uri
+
+    try:
+        RDBStorage(url).engine.dispose()
+    except RuntimeError as error:
+        if "optuna storage upgrade" not in str(error):
+            raise
+        shown = redact_uri(url)
+        written = re.search(r"set up by optuna ([^)]+)\)", str(error))
+        optuna_cli = Path(sys.executable).parent / "optuna"
+        raise RunnerError(
+            f"hydra.sweeper.storage: the study database {shown} was written by Optuna "
+            f"{written.group(1) if written else 'an older version'}; upgrade it once (back it up first) with: "
+            f"{optuna_cli} storage upgrade --storage '{shown}'"
+        ) from None
 
 
 def finish_sweep_safely(state: SweepState, leaving: BaseException | None = None) -> int:
@@ -162,10 +199,14 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
                                                                                                   candidates)
     report = promotion.build_report(state.policy, state.policy_name, decision, candidates, ranked,
                                     state.sweep_id, state.parent_run_id, state.started)
-    client.log_dict(state.parent_run_id, report, "promotion/decision.json")
     failed = jobs_raised or decision.failed or report["counts"]["failed"] > 0
-    _end_parent(state, "FAILED" if failed else "FINISHED")
+    # The report first: after a lost server it is the only account of what was undone and what was not.
     log.info(promotion.format_report(report))
+    if decision.action == "failed":
+        print(f"error: the promotion decision {decision.reason}", file=sys.stderr)
+    if not _write_report(client, state.parent_run_id, report):
+        failed = True
+    _end_parent(state, "FAILED" if failed else "FINISHED")
     log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
              f"open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
@@ -194,6 +235,16 @@ def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) ->
     return 130
 
 
+def _write_report(client, run_id: str, report: dict) -> bool:
+    try:
+        client.log_dict(run_id, report, "promotion/decision.json")
+        return True
+    except Exception as error:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"error: could not write promotion/decision.json to run {run_id}: {redact_uri(line)}", file=sys.stderr)
+        return False
+
+
 def _end_parent(state: SweepState, status: str) -> None:
     try:
         state.tracker.end_run(status)
@@ -216,6 +267,8 @@ def promote_single_run(c, ctx, run_id: str) -> int:
     decision, ranked = promotion.apply_policy(c.registry, policy_name, store, candidates, sweep_id=None)
     report = promotion.build_report(c.registry, policy_name, decision, candidates, ranked, None, None,
                                     time.perf_counter())
-    MlflowClient(tracking_uri=store.tracking_uri).log_dict(run_id, report, "promotion/decision.json")
     log.info(promotion.format_report(report))
-    return 1 if decision.failed else 0
+    if decision.action == "failed":
+        print(f"error: the promotion decision {decision.reason}", file=sys.stderr)
+    written = _write_report(MlflowClient(tracking_uri=store.tracking_uri), run_id, report)
+    return 1 if decision.failed or not written else 0

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = "outputs"
 HEARTBEAT_TAG = "runner.heartbeat"
+HEARTBEAT_SECONDS_TAG = "runner.heartbeat_seconds"  # the run's own interval: stale-runs waits for missed beats
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 TAG_VALUE_LIMIT = 8000
 
@@ -359,6 +360,7 @@ class ExperimentTracker:
             raise RuntimeError(f"run {self.run_id} is still active; end it first")
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         all_tags[HEARTBEAT_TAG] = str(int(time.time()))
+        all_tags[HEARTBEAT_SECONDS_TAG] = f"{self.heartbeat_seconds:g}"
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.manager._call(
@@ -476,17 +478,18 @@ class ExperimentTracker:
 
     def log_model(self, model, artifact_path: str = "model", registered_model_name: str | None = None,
                   name: str | None = None, **kwargs):
-        """Log a Keras model with MLflow's TensorFlow flavour; `artifact_path` is MLflow 3's `name`.
+        """Log a Keras 3 model with MLflow's Keras flavour (the one MLflow recommends for Keras 3; the
+        TensorFlow flavour is for tf.keras); `artifact_path` is MLflow 3's `name`.
 
         Requirements are given explicitly (inference costs seconds). Returns MLflow's ModelInfo.
         """
         self._require_run()
-        import mlflow.tensorflow
+        import mlflow.keras
 
         kwargs.setdefault("pip_requirements", pip_requirements())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self._write(mlflow.tensorflow.log_model,
+            return self._write(mlflow.keras.log_model,
                                model, name=name or artifact_path, registered_model_name=registered_model_name,
                                **kwargs)
 
