@@ -419,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from runner.credentials import refuse_credentials
+
+    refuse_credentials(sys.argv[1:] if argv is None else argv)  # before argparse, which echoes arguments
     args = build_parser().parse_args(argv)
     import warnings
 
@@ -445,7 +448,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    from runner.params import redact_uri
+
+    print(f"error: {redact_uri(message)}", file=sys.stderr)  # an MLflow error may quote the store's URI
     return code
 
 
