@@ -154,20 +154,21 @@ def check_optuna_storage(url: str | None) -> None:
 
     from optuna.storages import RDBStorage
 
-    from runner.params import redact_uri
+    from runner.params import has_uri_password, without_password
 
     try:
         RDBStorage(url).engine.dispose()
     except RuntimeError as error:
         if "optuna storage upgrade" not in str(error):
             raise
-        shown = redact_uri(url)
+        shown = without_password(url)  # runnable as printed, with the password from PGPASSWORD or ~/.pgpass
         written = re.search(r"set up by optuna ([^)]+)\)", str(error))
         optuna_cli = Path(sys.executable).parent / "optuna"
+        password = " (its password from PGPASSWORD or ~/.pgpass)" if has_uri_password(url) else ""
         raise RunnerError(
             f"hydra.sweeper.storage: the study database {shown} was written by Optuna "
             f"{written.group(1) if written else 'an older version'}; upgrade it once (back it up first) with: "
-            f"{optuna_cli} storage upgrade --storage '{shown}'"
+            f"{optuna_cli} storage upgrade --storage '{shown}'{password}"
         ) from None
 
 
