@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import sqlite3
 import sys
@@ -171,7 +172,10 @@ def is_connection_failure(error: BaseException) -> bool:
 
 
 def check_reachable(store: Store, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when a tracking server cannot be reached or refuses us."""
+    """Fail fast, before any training, when a tracking server or a PostgreSQL store cannot be reached
+    or refuses us (MLflow itself would retry for about two minutes first)."""
+    if store.tracking_uri.startswith("postgresql"):
+        _check_postgres(store, timeout)
     if not store.is_server:
         return
     import requests
@@ -198,6 +202,17 @@ def check_reachable(store: Store, timeout: float = 5.0) -> None:
         )
     if response.status_code >= 500:
         raise TrackingUnavailable(f"tracking server {store.display_uri} answered HTTP {response.status_code}")
+
+
+def _check_postgres(store: Store, timeout: float) -> None:
+    import psycopg
+
+    url = re.sub(r"^postgresql\+\w+://", "postgresql://", store.tracking_uri)  # psycopg takes no driver part
+    try:
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as error:
+        reason = redact_uri((str(error).strip().splitlines() or [type(error).__name__])[0])
+        raise TrackingUnavailable(f"tracking store {store.display_uri} is unreachable: {reason}") from None
 
 
 def _experiment_dict(experiment) -> dict[str, Any]:

@@ -218,3 +218,25 @@ def test_a_team_builder_runs_when_its_prefix_is_trusted_in_the_environment(tmp_p
     assert cli.returncode == 0, cli.stderr[-3000:]
     [run] = store_runs(tmp_path / "outputs" / "mlflow.db")
     assert run.info.status == "FINISHED" and run.data.params["model._target_"] == "teammodels.naive_copy.build"
+
+
+def test_an_unreachable_postgresql_store_fails_fast_in_one_line(tmp_path):
+    """MLflow alone retries for about two minutes; the runner checks the database before anything runs."""
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    cli = run_cli(["model=naive", f"tracking.uri=postgresql://postgres@127.0.0.1:{port}/nodb"], tmp_path)
+    assert cli.returncode == 1 and time.monotonic() - started < 60
+    [line] = cli.stderr.strip().splitlines()
+    assert line.startswith(f"error: tracking store postgresql://postgres@127.0.0.1:{port}/nodb is unreachable: ")
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # no embedded store either (Hydra's run folder is)
+
+
+def test_the_server_script_refuses_a_password_in_the_postgresql_url(tmp_path):
+    from server_fixtures import SERVER_SCRIPT
+
+    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://u:s3cret@127.0.0.1:5432",
+                           "--artifacts", str(tmp_path / "artifacts")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "s3cret" not in done.stdout + done.stderr
+    assert done.stderr.strip() == ("error: --postgres: leave the password out of the URL; give it with PGPASSWORD "
+                                   "or ~/.pgpass")
+    assert not (tmp_path / "artifacts").exists()
