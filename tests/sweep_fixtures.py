@@ -213,7 +213,8 @@ class SyntheticStore:
                 self.experiment_id, run_name=f"synthetic #{job_num}",
                 tags={"runner.sweep_id": sweep_id, "runner.job_num": str(job_num),
                       "mlflow.parentRunId": parent_run_id, "runner.data_fingerprint": fingerprint,
-                      "runner.protocol": PROTOCOL, **({"mlflow.user": user} if user else {})})
+                      "runner.protocol": PROTOCOL, "runner.model": "naive",
+                      **({"mlflow.user": user} if user else {})})
             run_id = run.info.run_id
             metrics = {"best_epoch": 1.0, **(extra_metrics or {})}
             if value is not None:
