@@ -100,7 +100,7 @@ def test_models_and_versions_show_the_sweep_winner(swept, capsys):
     assert table.returncode == 0
     header, row = table.stdout.splitlines()[:2]
     assert header.split()[:4] == ["version", "stage", "aliases", "val_mape"]
-    assert row.split()[0] == "1" and f"{best:.4f}" in row and "champion" in row
+    assert row.split()[0] == "1" and f"{best:.3f}%" in row and "champion" in row
 
 
 @pytest.mark.slow
