@@ -1,6 +1,7 @@
 """The schema of a composed config and its validation, with one-line errors naming the key.
 
-Validation runs before anything expensive: no TensorFlow, no MLflow, no run in the store. Merging the
+Validation runs before anything expensive: no TensorFlow, no run in the store. Its last step reads the
+data file and checks it by the series rules (runner.series.check_data). Merging the
 composed config into these dataclasses rejects unknown keys (also `+lrr=0.1`, which Hydra accepts) and
 wrong types; `__post_init__` checks ranges. Model keys are checked against the `Params` dataclass of the
 model's own builder module, so a builder's arguments are declared once.
@@ -327,6 +328,11 @@ def validate(cfg: DictConfig) -> Validated:
         _fail("data.features", "model=seasonal needs 'recent' and 'lags'")
     if name == "seasonal" and config.data.window < 48:
         _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
+    # Last, once every key is known good: the data file itself, read once (the job reuses the parse).
+    # Imports pandas, never TensorFlow or MLflow.
+    from runner import series
+
+    series.check_data(config.data)
     return Validated(config=config, model_params=params, builder=str(target))
 
 

@@ -51,6 +51,11 @@ class SweepTracking(Callback):
     def __init__(self) -> None:
         self.state: SweepState | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers ship Hydra's callbacks to their workers (joblib, Ray, submitit); the sweep's state (a
+        # tracker with its heartbeat thread) stays in the main process, the only one that uses it.
+        return {"state": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.state = start_sweep(config)
