@@ -285,3 +285,27 @@ def test_a_history_half_moved_is_read_once(registry, store, name):
     # as if a process stopped after copying the event and before deleting the old tag
     registry.client.set_registered_model_tag(name, "mlflow." + key, value)
     assert [e["to_version"] for e in registry.alias_history(name)] == ["1"]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow  # starts a tracking server (shared with the other server tests of the session)
+def test_the_hidden_history_and_rollback_through_a_tracking_server(mlflow_server):
+    """The REST API takes `mlflow.`-prefixed registered-model tags like any other: the history, the move
+    of an old-format one and rollback work the same through a server on PostgreSQL."""
+    client = mlflow_server.client()
+    experiment_id = client.create_experiment(f"history-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    logged = client.create_logged_model(experiment_id, name="forecaster", source_run_id=run.info.run_id)
+    client.finalize_logged_model(logged.model_id, "READY")
+    registry = ModelRegistry(mlflow_server.uri)
+    name = f"server-history-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        registry.register_model(f"models:/{logged.model_id}", name)
+    legacy_event(registry, name, int(time.time() * 1000) - 1000, "champion", None, "1")
+    client.set_registered_model_alias(name, "champion", "1")
+    registry.set_alias(name, "champion", "2", reason="beat v1")
+    tags = client.get_registered_model(name).tags
+    assert len(tags) == 2 and all(key.startswith("mlflow.runner.alias_event.") for key in tags)
+    assert registry.rollback(name, reason="v2 misbehaves")["to_version"] == "1"
+    assert [(e["from_version"], e["to_version"], e["action"]) for e in registry.alias_history(name)] == [
+        (None, "1", "set"), ("1", "2", "set"), ("2", "1", "rollback")]
