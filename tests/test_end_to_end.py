@@ -233,9 +233,10 @@ def test_integer_and_float_mw_and_iso_timestamps_give_the_same_forecast(forecast
         (lambda h: pd.concat([h.iloc[:1].assign(timestamp=h["timestamp"].iloc[0] - 2 * HALF_HOUR), h]),
          r"not regular|gap"),
         (lambda h: h.rename(columns={"demand_mw": "load"}), r"missing column\(s\) \['demand_mw'\]"),
-        (lambda h: h.assign(demand_mw=h["demand_mw"].where(h.index != 100)), r"missing or non-numeric demand_mw"),
+        (lambda h: h.assign(demand_mw=h["demand_mw"].where(h.index != 100)),
+         r"^history demand_mw is nan, not a finite number at row 101 "),
         (lambda h: h.assign(timestamp=h["timestamp"].astype(str).where(h.index != 7, "not a time")),
-         r"history cannot be read: .*not a time"),
+         r"^history timestamp 'not a time' is not in the expected format, ISO 8601 .* at row 8 "),
     ],
     ids=["too-short", "gap", "wrong-column", "nan", "bad-timestamp"],
 )
