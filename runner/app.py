@@ -61,6 +61,7 @@ OmegaConf.register_resolver("runner_sweep_id", new_sweep_id, replace=True, use_c
 # allowed by Hydra itself. Model builders are not instantiated: `runner.config_schema` checks them.
 EXECUTION_WHITELIST = [
     "runner.sweep_hooks.SweepTracking",
+    "runner.credentials.RedactingFilter",  # conf/hydra/*_logging/runner.yaml: no password in a log line
     "hydra._internal.core_plugins.*",  # the basic launcher and sweeper
     "hydra_plugins.hydra_joblib_launcher.*",
     "hydra_plugins.hydra_optuna_sweeper.*",
@@ -167,6 +168,9 @@ def one_line(error: BaseException) -> str:
 def main() -> None:
     import signal
 
+    from runner.credentials import refuse_credentials
+
+    refuse_credentials(sys.argv[1:])  # before Hydra writes the command line into .hydra/ and multirun.yaml
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m runner --help | head` ends quietly
     # Errors reach us raw (not pre-printed by Hydra) so that each is one line with a clear exit code.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -195,5 +199,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    from runner.params import redact_uri
+
+    print(f"error: {redact_uri(message)}", file=sys.stderr)  # a library's error may quote a store's URI
     return code

@@ -282,6 +282,9 @@ def save_plot(result: Evaluation, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runner.credentials import refuse_credentials
+
+    refuse_credentials(sys.argv[1:] if argv is None else argv)  # before argparse, which echoes arguments
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -319,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                               data=args.data)
             result.references[reference] = scored.model_by_lead
     except RunnerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        from runner.params import redact_uri
+
+        print(f"error: {redact_uri(str(error))}", file=sys.stderr)
         return EXIT_FAILED
     if args.plot is not None:
         save_plot(result, args.plot)

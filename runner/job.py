@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import __version__
 from runner.config_schema import Validated
-from runner.params import is_secret_key, redact
+from runner.params import is_secret_key, redact, redact_uri
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
@@ -250,7 +250,7 @@ def check_finite(metrics: dict[str, float], mape_by_lead, forecasts, trained: bo
 def _log_traceback(tracker, output_dir: Path) -> None:
     try:
         path = output_dir / "traceback.txt"
-        path.write_text(traceback.format_exc())
+        path.write_text(redact_uri(traceback.format_exc()))  # an error may quote the store's URI
         tracker.log_artifact(path)
     except Exception as error:  # the original failure matters more than this one
         log.debug("could not attach the traceback: %s", error)

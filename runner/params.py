@@ -21,10 +21,18 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # user:password@ in a URI anywhere in a text (postgresql://u:p@host/db, "tracking.uri=http://u:p@host").
-# The password runs to the last "@" of the authority, so an unescaped "@" in it is still hidden.
-URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/?#@\s:]*):[^/?#\s]*@", re.IGNORECASE)
+# The password runs to the last "@" of the authority, so an unescaped "@" in it is still hidden. Hydra
+# escapes ":" in the overrides it hands each job of a sweep (`postgresql\://postgres\:pw@`): "\:" counts.
+URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*\\?://[^/?#@\s:\\]*)\\?:[^/?#\s]*@", re.IGNORECASE)
 # a user part with no password (https://TOKEN@host) is often a token itself: hidden whole
-URI_TOKEN = re.compile(r"(?P<head>\b(?:https?|git|ssh)://)[^/?#@\s:]+@", re.IGNORECASE)
+URI_TOKEN = re.compile(r"(?P<head>\b(?:https?|git|ssh)\\?://)[^/?#@\s:\\]+@", re.IGNORECASE)
+# SQLAlchemy also takes an unencoded "/" in a database URL's password (`postgresql://u:pa/ss@h/db`), where
+# URI_PASSWORD stops; for these schemes the password runs to the "@".
+DATABASE_PASSWORD = re.compile(
+    r"(?P<head>\b(?:postgres(?:ql)?|mysql|mariadb|mssql|oracle|cockroachdb|redis)(?:\+[\w-]+)?\\?://"
+    r"[^/?#@\s:\\]*)\\?:[^@\s]*@",
+    re.IGNORECASE,
+)
 # MLflow accepts only alphanumerics, "_", "-", ".", " ", ":" and "/" in a key: no brackets in this marker.
 KEY_TRUNCATION_MARKER = "...truncated-"
 
@@ -35,8 +43,22 @@ def is_secret_key(key: str) -> bool:
 
 def redact_uri(value: str) -> str:
     """The text with the password of every URI in it replaced by the REDACTED marker."""
+    value = DATABASE_PASSWORD.sub(lambda match: f"{match['head']}:{REDACTED}@", value)
     value = URI_PASSWORD.sub(lambda match: f"{match['head']}:{REDACTED}@", value)
     return URI_TOKEN.sub(lambda match: f"{match['head']}{REDACTED}@", value)
+
+
+def has_uri_password(text: str) -> bool:
+    """True when the text holds a URI with `user:password@`."""
+    return bool(DATABASE_PASSWORD.search(text) or URI_PASSWORD.search(text))
+
+
+def without_password(uri: str) -> str:
+    """`postgresql://user:pw@host/db` -> `postgresql://user@host/db`: still usable where the password comes
+    from elsewhere (PGPASSWORD, ~/.pgpass, MLFLOW_TRACKING_PASSWORD)."""
+    uri = URI_TOKEN.sub(lambda match: match["head"], uri)  # a token as the user part: left out whole
+    uri = DATABASE_PASSWORD.sub(lambda match: f"{match['head']}@", uri)
+    return URI_PASSWORD.sub(lambda match: f"{match['head']}@", uri)
 
 
 def redact(value: Any, key: str = "") -> Any:

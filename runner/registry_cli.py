@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -363,6 +364,41 @@ def cmd_stale_runs(args, registry) -> int:
     return 0
 
 
+def cmd_prune(args, registry) -> int:
+    from pathlib import Path
+
+    from runner.prune import prune
+
+    uri = registry.tracking_uri
+    if args.gc and uri.startswith(("http://", "https://")):
+        raise UsageError("--gc: a tracking server's runs are removed for good by `mlflow gc` run against the "
+                         "server's own backend store (its database URI); prune marks them deleted here")
+    report = prune(registry.client, args.older_than_days, Path(args.outputs), dry_run=args.dry_run)
+    verb = "would mark" if args.dry_run else "marked"
+    lines = [f"{verb} deleted: {len(report.runs)} run(s), {len(report.logged_models)} logged model(s); "
+             f"{'would remove' if args.dry_run else 'removed'} {len(report.folders)} folder(s) under {args.outputs}/",
+             f"kept for registered versions: {len(report.kept_for_registry)} old run(s) (and their sweep parents)"]
+    gc = [str(Path(sys.executable).parent / "mlflow"), "gc", "--backend-store-uri", uri, "--tracking-uri", uri]
+    if report.runs:
+        gc += ["--run-ids", ",".join(report.runs)]
+    if report.logged_models:
+        gc += ["--logged-model-ids", ",".join(report.logged_models)]
+    marked = not args.dry_run and (report.runs or report.logged_models)
+    if marked and args.gc:
+        import subprocess
+
+        from runner.errors import RunnerError
+
+        done = subprocess.run(gc, capture_output=True, text=True)
+        if done.returncode:
+            raise RunnerError(f"mlflow gc failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        lines.append("removed for good with mlflow gc (artifacts included)")
+    elif marked:
+        lines.append("remove them for good (artifacts included) with: " + shlex.join(gc))
+    emit(args, report.as_dict(), "\n".join(lines))
+    return 0
+
+
 # -- parsing ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from runner.stale_runs import DEFAULT_OLDER_THAN
@@ -425,10 +461,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"seconds since the last heartbeat (default {DEFAULT_OLDER_THAN:.0f})")
     sub.add_argument("--close", action="store_true", help="mark them FAILED, with the reason in a tag")
     sub.add_argument("--actor", help="who closes them (default: $USER@hostname)")
+
+    sub = command("prune", cmd_prune, "mark old runs and their logged models deleted, except what registered "
+                                      "versions need, and remove old Hydra folders; --gc removes them for good")
+    sub.add_argument("--older-than-days", type=float, required=True, metavar="DAYS",
+                     help="runs that ended more than DAYS ago (0: every run that ended)")
+    sub.add_argument("--outputs", default="outputs", help="where Hydra's runs/ and sweeps/ folders are (outputs)")
+    sub.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    sub.add_argument("--gc", action="store_true", help="then run `mlflow gc` on exactly those runs and models")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    from runner.credentials import refuse_credentials
+
+    refuse_credentials(sys.argv[1:] if argv is None else argv)  # before argparse, which echoes arguments
     args = build_parser().parse_args(argv)
     import warnings
 
@@ -455,7 +502,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    from runner.params import redact_uri
+
+    print(f"error: {redact_uri(message)}", file=sys.stderr)  # an MLflow error may quote the store's URI
     return code
 
 

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config_schema import ConfigError, Policy, check_trust_not_configured, validate
 from runner.errors import RunnerError
-from runner.job import SWEEP_ID_ENV
+from runner.job import SWEEP_ID_ENV, redact_overrides
+from runner.params import redact_uri
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
@@ -60,10 +61,11 @@ class SweepTracking(Callback):
         try:
             self.state = start_sweep(config)
         except (ConfigError, RunnerError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {redact_uri(str(error))}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
         except Exception as error:  # would otherwise become a warning, and the sweep would run untracked
-            print(f"error: could not start the sweep: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"error: could not start the sweep: {type(error).__name__}: {redact_uri(str(error))}",
+                  file=sys.stderr)
             raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -127,7 +129,7 @@ def start_sweep(config: DictConfig) -> SweepState:
     sweep_dir = str(config.hydra.sweep.dir)
     policy_name = config.hydra.runtime.choices.get("registry") or "default"
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
-    overrides = list(config.hydra.overrides.task)
+    overrides = redact_overrides(config.hydra.overrides.task)
     tracker = ExperimentTracker(c.experiment_name, store.tracking_uri, heartbeat_seconds=c.tracking.heartbeat_seconds)
     parent_run_id = tracker.start_run(
         f"sweep {' '.join(overrides) or sweeper}".strip(),
@@ -152,20 +154,21 @@ def check_optuna_storage(url: str | None) -> None:
 
     from optuna.storages import RDBStorage
 
-    from runner.params import redact_uri
+    from runner.params import has_uri_password, without_password
 
     try:
         RDBStorage(url).engine.dispose()
     except RuntimeError as error:
         if "optuna storage upgrade" not in str(error):
             raise
-        shown = redact_uri(url)
+        shown = without_password(url)  # runnable as printed, with the password from PGPASSWORD or ~/.pgpass
         written = re.search(r"set up by optuna ([^)]+)\)", str(error))
         optuna_cli = Path(sys.executable).parent / "optuna"
+        password = " (its password from PGPASSWORD or ~/.pgpass)" if has_uri_password(url) else ""
         raise RunnerError(
             f"hydra.sweeper.storage: the study database {shown} was written by Optuna "
             f"{written.group(1) if written else 'an older version'}; upgrade it once (back it up first) with: "
-            f"{optuna_cli} storage upgrade --storage '{shown}'"
+            f"{optuna_cli} storage upgrade --storage '{shown}'{password}"
         ) from None
 
 
@@ -177,7 +180,7 @@ def finish_sweep_safely(state: SweepState, leaving: BaseException | None = None)
             return finish_interrupted_sweep(state, leaving)
         return finish_sweep(state, jobs_raised=leaving is not None)
     except Exception as error:
-        print(f"error: the post-sweep hook failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: the post-sweep hook failed: {type(error).__name__}: {redact_uri(str(error))}", file=sys.stderr)
         _end_parent(state, "FAILED")
         return 1
 
@@ -264,7 +267,7 @@ def _write_report(client, run_id: str, report: dict) -> bool:
         return True
     except Exception as error:
         line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"error: could not write promotion/decision.json to run {run_id}: {line}", file=sys.stderr)
+        print(f"error: could not write promotion/decision.json to run {run_id}: {redact_uri(line)}", file=sys.stderr)
         return False
 
 
@@ -272,7 +275,7 @@ def _end_parent(state: SweepState, status: str) -> None:
     try:
         state.tracker.end_run(status)
     except Exception as error:  # a lost server: the stale-run command closes it later
-        print(f"error: could not end parent run {state.parent_run_id}: {error}", file=sys.stderr)
+        print(f"error: could not end parent run {state.parent_run_id}: {redact_uri(str(error))}", file=sys.stderr)
 
 
 def promote_single_run(c, ctx, run_id: str) -> int:

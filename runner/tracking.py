@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -29,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.errors import ExperimentNotFound, RunNotFound, TrackingUnavailable
-from runner.params import redact_uri, to_params
+from runner.params import redact_uri, to_params, without_password
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,28 @@ class Store:
         return redact_uri(self.tracking_uri)
 
     def ui_command(self) -> str:
+        """How to open this store in MLflow's UI, runnable as printed from any shell: a server's own URL, or
+        this environment's `mlflow ui` (no PATH needed) on the store's URI. A password in the URI is left
+        out, and a second line says where the UI takes it from."""
+        uri = without_password(self.tracking_uri)
         if self.is_server:
-            return f"open {self.display_uri}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+            command = uri
+            source = "the browser asks for it"
+        else:
+            # one worker: MLflow's default of 4 (each importing MLflow) only slows the start of a personal UI
+            command = shlex.join([*mlflow_command(), "ui", "--backend-store-uri", uri, "--workers", "1"])
+            source = "give it to the UI with PGPASSWORD or a ~/.pgpass entry"
+        if uri == self.tracking_uri:
+            return command
+        return f"{command}\n  (the store's password is not shown: {source})"
+
+
+def mlflow_command() -> list[str]:
+    """This environment's own `mlflow` executable (found without PATH), else `python -m mlflow`."""
+    executable = Path(sys.executable).parent / "mlflow"  # not resolved: a venv's python is a symlink
+    if executable.is_file() and os.access(executable, os.X_OK):
+        return [str(executable)]
+    return [sys.executable, "-m", "mlflow"]
 
 
 def sqlite_path(uri: str) -> Path | None:
