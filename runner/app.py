@@ -104,8 +104,10 @@ def task(cfg: DictConfig) -> float:
         raise SystemExit(_fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
+        from runner.units import format_metric  # the units of the decision table: val_mape 3.390%
+
         log.info(
-            f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {result.objective:.4f}  "
+            f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {format_metric(metric, result.objective)}  "
             f"test_mape {result.metrics['test_mape']:.3f}%  {result.seconds:5.1f}s  run {result.run_id[:8]}"
         )
     else:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from runner.config_schema import Policy
@@ -29,6 +30,7 @@ from runner.locks import promotion_lock
 from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 from runner.tracking import Store
+from runner.units import format_metric
 
 log = logging.getLogger("runner")
 
@@ -37,6 +39,14 @@ MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")
 DECISION_TAG = "runner.decision"  # set on a version once the decision about it is complete
+# The console's decision table: every job up to TABLE_ROWS rows (at least TABLE_RANKED of the ranked ones),
+# then "N more"; promotion/decision.json always lists every job.
+TABLE_ROWS = 12
+TABLE_RANKED = 5
+FAILURE_REASON_TAG = "runner.failure_reason"  # a short reason some failed runs carry
+TRACEBACK_ARTIFACT = "traceback.txt"  # attached to every run that failed (runner.job)
+ERROR_LOOKUPS = 20  # failed runs whose traceback is read for a one-line error: one download each
+USER_TAG = "mlflow.user"  # who launched the job (runner.job tags it on every run)
 NOT_LOGGED = "no logged forecaster to register"
 
 
@@ -51,6 +61,7 @@ class Candidate:
     tags: dict[str, str]
     params: dict[str, str]
     rejected: list[str] = field(default_factory=list)  # why it cannot be registered
+    error: str | None = None  # a run that did not finish: its one-line error, when known
 
     @classmethod
     def from_run(cls, run, policy: Policy) -> Candidate:
@@ -59,6 +70,8 @@ class Candidate:
         candidate = cls(run.info.run_id, run.info.run_name or "", run.info.status,
                         run.data.tags.get("runner.job_num"), value, metrics, dict(run.data.tags),
                         dict(run.data.params))
+        if run.info.status != "FINISHED":
+            candidate.error = run.data.tags.get(FAILURE_REASON_TAG)
         if run.info.status != "FINISHED":
             candidate.rejected.append(f"status {run.info.status}")
         elif not is_finite_score(value):
@@ -75,7 +88,8 @@ class Candidate:
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_name": self.run_name, "job": self.job_num, "status": self.status,
-                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected}
+                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected,
+                "error": self.error}
 
 
 @dataclass
@@ -120,7 +134,31 @@ def sweep_candidates(client, experiment_id: str, sweep_id: str, policy: Policy) 
     """All child runs of a sweep in one request, whatever the sweep's size."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'",
                               max_results=MAX_SWEEP_RUNS)
-    return [Candidate.from_run(r, policy) for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
+    candidates = [Candidate.from_run(r, policy) for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
+    unexplained = [c for c in candidates if c.status == "FAILED" and not c.error]
+    for candidate in sorted(unexplained, key=lambda c: int(c.job_num or 0))[:ERROR_LOOKUPS]:
+        candidate.error = failure_line(client, candidate.run_id)
+    return candidates
+
+
+def failure_line(client, run_id: str) -> str | None:
+    """The last line of a failed run's traceback (`ValueError: ...`), cut to 200 characters; None when
+    the run has no traceback artifact (e.g. its process was killed)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="traceback-") as folder:
+            text = Path(client.download_artifacts(run_id, TRACEBACK_ARTIFACT, folder)).read_text(errors="replace")
+    except Exception:  # no such artifact, or the store cannot serve it: the table says "no traceback"
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else None
+
+
+def launched_by(candidate: Candidate) -> str | None:
+    """Who launched the winner's sweep (or run): the user its job tagged (`mlflow.user`: the tracking
+    server's user name when there is one, else the login), recorded as the actor of the moves it makes."""
+    return candidate.tags.get(USER_TAG) or None
 
 
 def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: list[Candidate], *,
@@ -150,7 +188,7 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
     winner = ranked[0]
     from runner.registry import default_actor
 
-    actor = actor or (f"sweep {sweep_id}" if sweep_id else default_actor())
+    actor = actor or launched_by(winner) or default_actor()  # the sweep id is recorded beside it
     with promotion_lock(store, policy.model_name):
         return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor, step_hook), ranked
 
@@ -358,38 +396,86 @@ def _move_stage(registry, name, stage, version, archive_previous: bool, reason, 
 def build_report(policy: Policy, policy_name: str, decision: Decision, candidates: list[Candidate],
                  ranked: list[Candidate], sweep_id: str | None, parent_run_id: str | None,
                  started: float) -> dict[str, Any]:
+    """The decision report (promotion/decision.json). `jobs` lists every job: the ranked ones best
+    first (`rank` 1, 2, ...), then those rejected by a gate or rule (`rejected`: why), then those that
+    did not finish (`error`: the one-line error, when known); each with its `outcome`."""
     candidates = sorted(candidates, key=lambda c: int(c.job_num or 0))  # the search returns newest first
     failures = [c.summary() for c in candidates if c.status != "FINISHED"]
     ranked_ids = {c.run_id for c in ranked}
     rejected = [c.summary() for c in candidates if c.status == "FINISHED" and c.run_id not in ranked_ids]
+    jobs = [{**c.summary(), "outcome": "ranked", "rank": i} for i, c in enumerate(ranked, start=1)]
+    jobs += [{**row, "outcome": "rejected", "rank": None} for row in rejected]
+    jobs += [{**row, "outcome": "failed", "rank": None} for row in failures]
+    best = ranked[0].value if ranked else None
     return {
         "sweep_id": sweep_id,
         "parent_run_id": parent_run_id,
         "policy": {"name": policy_name, **asdict(policy)},
         "counts": {"runs": len(candidates), "finished": sum(c.status == "FINISHED" for c in candidates),
-                   "failed": len(failures), "passing": len(ranked)},
+                   "failed": len(failures), "passing": len(ranked), "rejected": len(rejected)},
+        "best_value": best,
         "top": [c.summary() for c in ranked[:REPORT_TOP]],
         "rejected": rejected,
         "failures": failures,
+        "jobs": jobs,
         "decision": asdict(decision),
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
+def _cut(ranked: list, others: list) -> tuple[list, list]:
+    """The rows the console shows: every job when they fit, else the best TABLE_RANKED ranked ones (more
+    when there are few others) and as many rejected and failed ones as fit in TABLE_ROWS."""
+    if len(ranked) + len(others) <= TABLE_ROWS:
+        return ranked, others
+    shown = min(len(ranked), max(TABLE_RANKED, TABLE_ROWS - len(others)))
+    return ranked[:shown], others[: TABLE_ROWS - shown]
+
+
+def _outcome(row: dict[str, Any], decision: dict[str, Any]) -> str:
+    if row["outcome"] == "ranked":
+        if row["run_id"] == decision.get("winner_run_id") and decision.get("version"):
+            return f"winner: {decision['action']} v{decision['version']}"
+        return "ranked"
+    if row["outcome"] == "rejected":
+        return "rejected: " + "; ".join(row["rejected"])
+    return f"{row['status'].lower()}: {row.get('error') or 'no traceback'}"
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """A short console table: the top runs, the decision and why."""
+    """The console's decision table: every job of the sweep (ranked, rejected with why, failed with its
+    error; "N more" where cut), scores with their units, then the decision and why."""
     policy = report["policy"]
     metric = policy["metric"]
-    lines = [f"{'rank':>4}  {'job':>4}  {metric:>10}  {'test_mape':>9}  run       name"] if report["top"] else []
-    for i, row in enumerate(report["top"][:5], start=1):
-        test = f"{row['test_mape']:.3f}" if row["test_mape"] is not None else "-"
-        lines.append(f"{i:>4}  {row['job'] or '-':>4}  {row['value']:>10.4f}  {test:>9}  {row['run_id'][:8]}  "
-                     f"{row['run_name']}")
-    counts = report["counts"]
-    if counts["failed"]:
-        failed = ", ".join(f"#{r['job']} {r['status']}" for r in report["failures"])
-        lines.append(f"failed jobs: {counts['failed']} ({failed})")
     d = report["decision"]
+    jobs = report.get("jobs")
+    if jobs is None:  # a report written before the table listed every job
+        jobs = [{**row, "outcome": "ranked", "rank": i} for i, row in enumerate(report["top"], start=1)]
+    ranked = [row for row in jobs if row["outcome"] == "ranked"]
+    others = [row for row in jobs if row["outcome"] != "ranked"]
+    shown_ranked, shown_others = _cut(ranked, others)
+    shown = shown_ranked + shown_others
+    lines = []
+    if shown:
+        width = max(10, len(metric))
+        name_width = min(40, max(4, *(len(row["run_name"]) for row in shown)))
+        lines.append(f"{'rank':>4}  {'job':>4}  {metric:>{width}}  {'test_mape':>9}  {'run':<8}  "
+                     f"{'name':<{name_width}}  outcome")
+        for row in shown:
+            name = row["run_name"] if len(row["run_name"]) <= name_width else row["run_name"][: name_width - 3] + "..."
+            value, test = format_metric(metric, row["value"]), format_metric("test_mape", row["test_mape"])
+            lines.append(f"{row['rank'] or '-':>4}  {row['job'] or '-':>4}  {value:>{width}}  {test:>9}  "
+                         f"{row['run_id'][:8]:<8}  "
+                         f"{name:<{name_width}}  {_outcome(row, d)}")
+    more = {kind: sum(row["outcome"] == kind for row in jobs) - sum(row["outcome"] == kind for row in shown)
+            for kind in ("ranked", "rejected", "failed")}
+    if any(more.values()):
+        parts = ", ".join(f"{n} {kind}" for kind, n in more.items() if n)
+        lines.append(f"... {sum(more.values())} more ({parts}): every job is in promotion/decision.json")
+    counts = report["counts"]
+    lines.append(f"jobs: {counts['runs']} ({counts['passing']} ranked, "
+                 f"{counts.get('rejected', counts['finished'] - counts['passing'])} rejected, "
+                 f"{counts['failed']} did not finish)")
     version = f" version {d['version']}" if d["version"] else ""
     moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
     lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")

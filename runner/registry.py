@@ -7,11 +7,13 @@ registered models ready to predict.
     registry.set_alias("uk-demand-forecaster", "champion", version, reason="beat v3 by 0.2 val_mape")
     registry.rollback("uk-demand-forecaster", reason="v5 misbehaves in production")
 
-The history: one registered-model tag per event, key `runner.alias_event.<ms timestamp>-<uuid>` (so
-keys sort by time), value a JSON object with alias, from_version, to_version, when (ISO UTC), reason,
-actor, sweep_id and action (set, delete, rollback, stage, undo). Stage changes are events of the
-pseudo-alias `stage:<Stage>`. Tags live with the model, so the history works the same on SQLite and on a
-server, and it survives the deletion of versions.
+The history: one registered-model tag per event, key `mlflow.runner.alias_event.<ms timestamp>-<uuid>`
+(so keys sort by time; MLflow's UI hides `mlflow.` tags, see HISTORY_TAG_PREFIX), value a JSON object
+with alias, from_version, to_version, when (ISO UTC), reason, actor, sweep_id and action (set, delete,
+rollback, stage, undo). Stage changes are events of the pseudo-alias `stage:<Stage>`. Tags live with the
+model, so the history works the same on SQLite and on a server, and it survives the deletion of versions.
+Histories written before (keys `runner.alias_event.*`) are read as well, and moved under the new prefix
+by the next recorded move.
 
 A decision that fails half-way reverses its completed writes (`RegistryChanges`, `ModelRegistry.undo`):
 each reversal is an `undo` event naming the event it undoes (`undoes`), under the alias, the stage, or
@@ -41,7 +43,22 @@ from mlflow.exceptions import MlflowException
 from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
 from runner.tracking import DEFAULT_STORE_DIR, MLflowManager, is_connection_failure, single_attempt_requests
 
-EVENT_TAG_PREFIX = "runner.alias_event."
+# Where the history lives. Weighed against MLflow 3.17's UI at 1280x800 (tests/test_ui.py):
+# - registered-model tags `runner.alias_event.*` (before): the model page lists each one above the versions
+#   table; a few sweeps push the versions off the screen, and it grows without bound;
+# - tags on the model versions: the model page's versions table has a Tags column showing every version
+#   tag (`mlflow.` ones too), so 15 moves made one row taller than the screen;
+# - an artifact: a registered model has no artifact store, so a run or logged model would have to hold it
+#   (one more entry in an experiment's lists), with a download and re-upload of the file per move;
+# - chosen, a store hidden in plain sight: registered-model tags under `mlflow.`, the prefix of the tags
+#   MLflow writes itself, which its UI leaves off the model page (and any MLflow tag list). One write per
+#   event (no read-modify-write to race), the same on SQLite, PostgreSQL and a tracking server, no new
+#   registered model or experiment, and the events outlive deleted versions. `runner.` in the key keeps
+#   it apart from MLflow's own tags. The model's API payload still grows by ~300 bytes per move.
+HISTORY_TAG_PREFIX = "mlflow.runner.alias_event."
+LEGACY_EVENT_TAG_PREFIX = "runner.alias_event."  # written before: still read, moved on the next write
+EVENT_TAG_PREFIX = HISTORY_TAG_PREFIX
+EVENT_TAG_PREFIXES = (HISTORY_TAG_PREFIX, LEGACY_EVENT_TAG_PREFIX)
 STAGES = ("None", "Staging", "Production", "Archived")
 STAGE_PREFIX = "stage:"
 VERSION_PREFIX = "version:"  # history events of a version itself (its deletion by an undo)
@@ -138,7 +155,7 @@ def model_dict(rm) -> dict[str, Any]:
         "name": rm.name,
         "description": rm.description or "",
         "aliases": _aliases(rm),
-        "tags": {k: v for k, v in (rm.tags or {}).items() if not k.startswith(EVENT_TAG_PREFIX)},
+        "tags": {k: v for k, v in (rm.tags or {}).items() if not k.startswith(EVENT_TAG_PREFIXES)},
         "creation_timestamp": rm.creation_timestamp,
         "last_updated_timestamp": rm.last_updated_timestamp,
     }
@@ -410,7 +427,7 @@ class ModelRegistry:
         why = f"undone: {reason}"
         if change.kind == "model":
             model = self._registered(name)
-            if any(k.startswith(EVENT_TAG_PREFIX) for k in (model.tags or {})) or self.get_model_versions(name):
+            if any(k.startswith(EVENT_TAG_PREFIXES) for k in (model.tags or {})) or self.get_model_versions(name):
                 return f"model {name}: kept (created by this decision; it holds the history of the undo)"
             self._call(self.client.delete_registered_model, name)
             return f"model {name}: deleted (created by this decision)"
@@ -485,8 +502,9 @@ class ModelRegistry:
         Returns the recorded event (action `rollback`)."""
         model = self._registered(name)
         events = _events(model, alias)
-        undone = {e["undoes"] for e in events if e.get("undoes")}
-        moves = [e for e in events if e["action"] not in ("rollback", "undo") and e["key"] not in undone]
+        undone = {event_id(e["undoes"]) for e in events if e.get("undoes")}  # either prefix
+        moves = [e for e in events
+                 if e["action"] not in ("rollback", "undo") and event_id(e["key"]) not in undone]
         if not moves:
             raise RunnerError(f"model {name!r}: no recorded move of {alias!r} to roll back")
         latest = moves[-1]
@@ -511,16 +529,18 @@ class ModelRegistry:
                 )
             self._call(self.client.set_registered_model_alias, name, alias, str(target))
         return self._record(name, {"alias": alias, "from_version": current, "to_version": str(target),
-                                   "undoes": latest["key"]}, "rollback", reason, actor, sweep_id, model)
+                                   "undoes": HISTORY_TAG_PREFIX + event_id(latest["key"])}, "rollback", reason,
+                            actor, sweep_id, model)
 
     def _record(self, name: str, fields: dict[str, Any], action: str, reason: str, actor: str | None,
                 sweep_id: str | None, model=None) -> dict[str, Any]:
         model = model or self._registered(name)
+        self._move_legacy_events(name, model)
         stamp = int(time.time() * 1000)
-        latest = [k for k in (model.tags or {}) if k.startswith(EVENT_TAG_PREFIX)]
+        latest = [event_id(k) for k in (model.tags or {}) if k.startswith(EVENT_TAG_PREFIXES)]
         if latest:  # keys must sort in the order the events happened, even within one millisecond
-            stamp = max(stamp, int(max(latest)[len(EVENT_TAG_PREFIX):].split("-", 1)[0]) + 1)
-        key = f"{EVENT_TAG_PREFIX}{stamp:015d}-{uuid.uuid4().hex[:8]}"
+            stamp = max(stamp, int(max(latest).split("-", 1)[0]) + 1)
+        key = f"{HISTORY_TAG_PREFIX}{stamp:015d}-{uuid.uuid4().hex[:8]}"
         event = {
             **fields,
             "action": action,
@@ -531,6 +551,20 @@ class ModelRegistry:
         }
         self._call(self.client.set_registered_model_tag, name, key, json.dumps(event, sort_keys=True))
         return {**event, "key": key}
+
+    def _move_legacy_events(self, name: str, model) -> None:
+        """Events written before this prefix existed, moved under it (same id, same value): copied first,
+        then the old tag deleted, so nothing is lost if this stops halfway, and a second process doing
+        the same at the same time writes the same tags."""
+        for key, value in sorted((model.tags or {}).items()):
+            if not key.startswith(LEGACY_EVENT_TAG_PREFIX):
+                continue
+            self._call(self.client.set_registered_model_tag, name, HISTORY_TAG_PREFIX + event_id(key), value)
+            try:
+                self._call(self.client.delete_registered_model_tag, name, key)
+            except MlflowException as error:
+                if not self._missing(error):
+                    raise
 
     # -- loading ------------------------------------------------------------------------------------
     def model_uri(self, name: str, version: str | int | None = None, stage: str | None = None,
@@ -606,18 +640,26 @@ def global_mlflow_uris(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def event_id(key: str) -> str:
+    """`<ms timestamp>-<uuid>`: an event's identity whichever prefix its tag has."""
+    return key.rsplit(".", 1)[-1]
+
+
 def _events(model, alias: str | None) -> list[dict[str, Any]]:
     events = []
-    for key, value in (model.tags or {}).items():
-        if not key.startswith(EVENT_TAG_PREFIX):
+    tags = model.tags or {}
+    for key, value in tags.items():
+        if not key.startswith(EVENT_TAG_PREFIXES):
             continue
+        if key.startswith(LEGACY_EVENT_TAG_PREFIX) and HISTORY_TAG_PREFIX + event_id(key) in tags:
+            continue  # moved, and its old tag not deleted yet: count it once
         try:
             event = json.loads(value)
         except ValueError:
             continue  # not ours to interpret
         if alias is None or event.get("alias") == alias:
             events.append({"action": "set", **event, "key": key})
-    return sorted(events, key=lambda e: e["key"])
+    return sorted(events, key=lambda e: event_id(e["key"]))
 
 
 def _check_alias(alias: str) -> None:

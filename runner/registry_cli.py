@@ -1,7 +1,8 @@
 """The registry command line: see and steer the model registry without writing code.
 
     runner-registry models                                   # registered models, their aliases
-    runner-registry versions uk-demand-forecaster            # versions, aliases, stages, val_mape
+    runner-registry versions uk-demand-forecaster            # versions: aliases, stage, val_mape, outcome,
+                                                             # run, model, sweep, created
     runner-registry show uk-demand-forecaster @champion
     runner-registry promote uk-demand-forecaster 3 --alias champion --reason "beat v2 on the holdout"
     runner-registry promote uk-demand-forecaster 3 --stage Production --archive-existing --reason "..."
@@ -66,9 +67,34 @@ def short(text: str | None, width: int = 60) -> str:
 
 
 def headline_metrics(metrics: dict[str, float]) -> str:
-    """The per-version scores (val_*, test_*), without per-lead series whose last step means little."""
+    """The per-version scores (val_*, test_*) with their units, without per-lead series whose last step
+    means little."""
+    from runner.units import format_metric
+
     shown = [k for k in sorted(metrics) if k.startswith(("val_", "test_")) and "by_lead" not in k]
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in shown) or "-"
+    return "  ".join(f"{k} {format_metric(k, metrics[k])}" for k in shown) or "-"
+
+
+def stage_label(stage: str | None) -> str:
+    """A version's stage, `-` for MLflow's "None" (as an alias column says `-` for none)."""
+    return "-" if stage in (None, "", "None") else stage
+
+
+def version_label(version: str | None) -> str:
+    return f"v{version}" if version else "-"
+
+
+def target_label(alias: str) -> str:
+    """`champion`, or `stage Production` for the history's `stage:Production` events."""
+    from runner.registry import STAGE_PREFIX
+
+    return f"stage {alias[len(STAGE_PREFIX):]}" if alias.startswith(STAGE_PREFIX) else alias
+
+
+def move_text(event: dict[str, Any]) -> str:
+    """`champion: v1 -> v2`, `stage Production: - -> v3`: alias and stage moves written alike."""
+    return (f"{target_label(event['alias'])}: {version_label(event.get('from_version'))} -> "
+            f"{version_label(event.get('to_version'))}")
 
 
 def emit(args, data: Any, text: str) -> None:
@@ -76,9 +102,10 @@ def emit(args, data: Any, text: str) -> None:
 
 
 def event_rows(events: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[e["when"][:19].replace("T", " "), e["alias"], e.get("action"), e.get("from_version"),
-             e.get("to_version"), e.get("actor"), (e.get("sweep_id") or "")[:8], short(e.get("reason"), 50)]
-            for e in events]
+    """One row per move; the actor (for a sweep's moves, the user who launched it) with the sweep beside."""
+    return [[e["when"][:19].replace("T", " "), target_label(e["alias"]), e.get("action"),
+             version_label(e.get("from_version")), version_label(e.get("to_version")), e.get("actor"),
+             (e.get("sweep_id") or "")[:8], short(e.get("reason"), 50)] for e in events]
 
 
 EVENT_HEADERS = ["when (UTC)", "alias", "action", "from", "to", "actor", "sweep", "reason"]
@@ -139,7 +166,23 @@ def policy_metric(versions: list[dict[str, Any]], requested: str | None) -> str:
     return DEFAULT_METRIC
 
 
+def add_context(item: dict[str, Any], run_name: str | None, run_tags: dict[str, str]) -> dict[str, Any]:
+    """A version dict with what its tables show beside it (fields added, none changed): run_name, model
+    (the run's model name), sweep_id, outcome (the policy's decision about it: promoted, registered,
+    kept; None for a version registered by hand)."""
+    from runner.promotion import DECISION_TAG
+    from runner.tags import SWEEP_ID_TAG
+
+    item["run_name"] = run_name
+    item["model"] = run_tags.get("runner.model")
+    item["sweep_id"] = item["tags"].get(SWEEP_ID_TAG) or run_tags.get(SWEEP_ID_TAG)
+    item["outcome"] = item["tags"].get(DECISION_TAG)
+    return item
+
+
 def cmd_versions(args, registry) -> int:
+    from runner.units import format_metric
+
     versions = registry.get_model_versions(args.name)
     metric = policy_metric(versions, args.metric)
     runs = runs_by_id(registry.client, [v["run_id"] for v in versions])
@@ -147,10 +190,14 @@ def cmd_versions(args, registry) -> int:
         run = runs.get(item["run_id"])
         item["metrics"] = dict(run.data.metrics) if run else {}
         item["policy_metric"] = metric
-    rows = [[v["version"], v["stage"], ", ".join(v["aliases"]), number(v["metrics"].get(metric)),
-             number(v["metrics"].get("test_mape"), 3), (v["run_id"] or "")[:8], when(v["creation_timestamp"]),
+        add_context(item, run.info.run_name if run else None, dict(run.data.tags) if run else {})
+    rows = [[v["version"], stage_label(v["stage"]), ", ".join(v["aliases"]),
+             format_metric(metric, v["metrics"].get(metric)), format_metric("test_mape", v["metrics"].get("test_mape")),
+             v["outcome"], short(v["run_name"], 32),
+             v["model"], (v["sweep_id"] or "")[:8], when(v["creation_timestamp"]),
              short(v["tags"].get("runner.decision_reason"), 50)] for v in versions]
-    headers = ["version", "stage", "aliases", metric, "test_mape", "run", "created (UTC)", "decision"]
+    headers = ["version", "stage", "aliases", metric, "test_mape", "outcome", "run", "model", "sweep",
+               "created (UTC)", "why"]
     emit(args, versions, table(headers, rows) if versions else f"model {args.name!r} has no versions")
     return 0
 
@@ -165,14 +212,22 @@ def cmd_show(args, registry) -> int:
     item["run"] = run
     item["events"] = [e for e in registry.alias_history(args.name)
                       if item["version"] in (e.get("to_version"), e.get("from_version"))]
+    add_context(item, run["run_name"] if run else None, run["tags"] if run else {})
+    metric = item["tags"].get("runner.policy_metric") or DEFAULT_METRIC
+    from runner.units import format_metric
+
+    score = format_metric(metric, run["metrics"].get(metric)) if run else "-"
     lines = [f"{args.name} version {item['version']}",
              f"  aliases   {', '.join(item['aliases']) or '-'}",
-             f"  stage     {item['stage']}",
+             f"  stage     {stage_label(item['stage'])}",
              f"  status    {item['status']}",
+             f"  outcome   {item['outcome'] or '-'}  ({metric} {score})",
              f"  created   {when(item['creation_timestamp'])} UTC",
              f"  source    {item['source']}",
              f"  run       {item['run_id'] or '-'}"
-             + (f"  ({run['run_name']}, {run['status']})" if run else "")]
+             + (f"  ({run['run_name']}, {run['status']})" if run else ""),
+             f"  model     {item['model'] or '-'}",
+             f"  sweep     {item['sweep_id'] or '-'}"]
     for key, value in sorted(item["tags"].items()):
         lines.append(f"  tag       {key} = {short(value, 80)}")
     if run:
@@ -197,8 +252,7 @@ def cmd_promote(args, registry) -> int:
             registry.transition_model(args.name, args.stage, version=item["version"], reason=args.reason,
                                       archive_existing=args.archive_existing, actor=args.actor)
             event = registry.alias_history(args.name)[-1]
-    emit(args, event, f"{event['alias']}: v{event['from_version'] or '-'} -> v{event['to_version']}  "
-                      f"({event['actor']}: {event['reason']})")
+    emit(args, event, f"{move_text(event)}  ({event['actor']}: {event['reason'] or '-'})")
     return 0
 
 
@@ -207,8 +261,8 @@ def cmd_rollback(args, registry) -> int:
 
     with promotion_lock(registry.store, args.name):
         event = registry.rollback(args.name, alias=args.alias, reason=args.reason, actor=args.actor)
-    emit(args, event, f"{event['alias']} rolled back: v{event['from_version']} -> v{event['to_version']}  "
-                      f"({event['actor']}: {event['reason']})")
+    emit(args, event, f"{target_label(event['alias'])} rolled back: {version_label(event['from_version'])} -> "
+                      f"{version_label(event['to_version'])}  ({event['actor']}: {event['reason'] or '-'})")
     return 0
 
 
@@ -223,7 +277,7 @@ def cmd_lineage(args, registry) -> int:
     info = registry.get_model_lineage(args.name, args.version)
     lines = [
         f"{info['name']} version {info['version']}  aliases {', '.join(info['aliases']) or '-'}  "
-        f"stage {info['stage']}",
+        f"stage {stage_label(info['stage'])}",
         f"  run           {info['run_id'] or '-'}  {info['run_name'] or ''}  ({info['run_status'] or '-'})",
         f"  sweep         {info['sweep_id'] or '-'}  parent run {info['parent_run_id'] or '-'}  "
         f"job {info['job_num'] or '-'}",

@@ -207,10 +207,35 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
         print(f"error: the promotion decision {decision.reason}", file=sys.stderr)
     if not _write_report(client, state.parent_run_id, report):
         failed = True
+    log_sweep_outcome(client, state.parent_run_id, report)
     _end_parent(state, "FAILED" if failed else "FINISHED")
     log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
              f"open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
+
+
+def log_sweep_outcome(client, parent_run_id: str, report: dict[str, Any]) -> None:
+    """The sweep's outcome on its parent run, so sweeps compare side by side in the MLflow runs table:
+    metrics `best_<policy metric>` (the best ranked job's value; absent when none ranked), `jobs`,
+    `jobs_finished`, `jobs_failed` (did not finish), `jobs_rejected` (finished, refused by a gate or rule),
+    `jobs_ranked`; tags `runner.decision` (promoted, registered, kept, no_winner, refused, ...),
+    `runner.registered_version` and `runner.champion_version` (`-` for none)."""
+    from mlflow.entities import Metric, RunTag
+
+    counts, decision = report["counts"], report["decision"]
+    values = {"jobs": counts["runs"], "jobs_finished": counts["finished"], "jobs_failed": counts["failed"],
+              "jobs_rejected": counts.get("rejected", counts["finished"] - counts["passing"]),
+              "jobs_ranked": counts["passing"]}
+    if report.get("best_value") is not None:
+        values[f"best_{report['policy']['metric']}"] = report["best_value"]
+    now = int(time.time() * 1000)
+    tags = {"runner.decision": decision["action"], "runner.registered_version": decision["version"] or "-",
+            "runner.champion_version": decision["champion_after"] or "-"}
+    try:
+        client.log_batch(parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    except Exception as error:  # the decision is made and in decision.json: this summary must not undo it
+        print(f"error: could not log the sweep's outcome on parent run {parent_run_id}: {error}", file=sys.stderr)
 
 
 def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) -> int:

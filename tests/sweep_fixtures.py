@@ -196,10 +196,13 @@ class SyntheticStore:
 
     def make_sweep(self, values: Sequence[float | None], *, fingerprint: str = FINGERPRINT,
                    extra_metrics: dict[str, float] | None = None, status: str = "FINISHED",
-                   with_tracker: bool = False, log_model: bool = True) -> SyntheticSweep:
+                   with_tracker: bool = False, log_model: bool = True, failed: dict[int, str] | None = None,
+                   user: str | None = None) -> SyntheticSweep:
         """A sweep whose child i scores val_mape values[i] (None: not logged). `with_tracker`: open the
         parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it). `log_model`
-        False: the children log no forecaster, as with tracking.log_model=false."""
+        False: the children log no forecaster, as with tracking.log_model=false. `failed`: job number ->
+        the last line of its traceback: that job ends FAILED with a `traceback.txt` artifact as runner.job
+        attaches one. `user`: the `mlflow.user` tag runner.job puts on every job's run."""
         sweep_id = str(uuid.uuid4())
         parent_tags = {"runner.sweep_id": sweep_id, "runner.sweep_role": "parent"}
         tracker = None
@@ -217,7 +220,8 @@ class SyntheticStore:
                 self.experiment_id, run_name=f"synthetic #{job_num}",
                 tags={"runner.sweep_id": sweep_id, "runner.job_num": str(job_num),
                       "mlflow.parentRunId": parent_run_id, "runner.data_fingerprint": fingerprint,
-                      "runner.protocol": PROTOCOL})
+                      "runner.protocol": PROTOCOL, "runner.model": "naive",
+                      **({"mlflow.user": user} if user else {})})
             run_id = run.info.run_id
             metrics = {"best_epoch": 1.0, **(extra_metrics or {})}
             if value is not None:
@@ -229,9 +233,20 @@ class SyntheticStore:
                 model = self.client.create_logged_model(self.experiment_id, name="forecaster", source_run_id=run_id)
                 self.client.finalize_logged_model(model.model_id, "READY")
                 self.client.set_tag(run_id, "runner.forecaster_uri", f"models:/{model.model_id}")
-            self.client.set_terminated(run_id, status=status)
+            if job_num in (failed or {}):
+                self._attach_traceback(run_id, failed[job_num])
+            self.client.set_terminated(run_id, status="FAILED" if job_num in (failed or {}) else status)
             children.append(run_id)
         return SyntheticSweep(sweep_id, parent_run_id, children, tracker)
+
+    def _attach_traceback(self, run_id: str, last_line: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "traceback.txt"
+            path.write_text("Traceback (most recent call last):\n  File \"runner/job.py\", line 1, in run_job\n"
+                            f"{last_line}\n")
+            self.client.log_artifact(run_id, str(path))
 
     def candidates(self, sweep_id: str, policy) -> list:
         from runner import promotion

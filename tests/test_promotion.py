@@ -417,3 +417,108 @@ def test_a_single_run_registers_nothing_by_default(e2e_run):
     from runner.registry import ModelRegistry
 
     assert ModelRegistry(e2e_run.tracking_uri).list_models() == []
+
+
+# -- results that read at a glance ---------------------------------------------------------------------
+def finish(synthetic: SyntheticStore, sweep, policy, caplog) -> tuple[int, str]:
+    """The post-sweep hook on a synthetic sweep: (exit code, what it logged)."""
+    import logging
+
+    from runner.sweep_hooks import SweepState, finish_sweep
+
+    state = SweepState(sweep_id=sweep.sweep_id, parent_run_id=sweep.parent_run_id,
+                       experiment_id=synthetic.experiment_id, store=synthetic.store, tracker=sweep.tracker,
+                       policy=policy, policy_name="test")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner"):
+        code = finish_sweep(state)
+    return code, caplog.text
+
+
+def table_row(text: str, job: int) -> str:
+    """The decision table's line of job `job` (the second column)."""
+    [row] = [line for line in text.splitlines() if line.split()[1:2] == [str(job)] and line.split()[0] in
+             ("-", *map(str, range(1, 100)))]
+    return row
+
+
+def test_the_decision_table_lists_ranked_rejected_and_failed_jobs_with_units(synthetic, model_name, caplog):
+    policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0}])
+    sweep = synthetic.make_sweep([4.2, 6.1, None, 3.3896], extra_metrics={"test_mape": 2.244},
+                                 failed={2: "ValueError: data.path: 1000 values, too short for the split"},
+                                 with_tracker=True)
+    code, text = finish(synthetic, sweep, policy, caplog)
+    assert code == 1  # a job failed: the sweep fails, after the winner was promoted
+    winner, second, gated, failed = (table_row(text, job) for job in (3, 0, 1, 2))
+    assert winner.split()[:4] == ["1", "3", "3.390%", "2.244%"] and winner.endswith("winner: promoted v1")
+    assert second.split()[:4] == ["2", "0", "4.200%", "2.244%"] and second.endswith("ranked")
+    assert gated.split()[:3] == ["-", "1", "6.100%"]
+    assert gated.endswith("rejected: gate val_mape < 5 failed (got 6.1)")
+    assert failed.split()[:4] == ["-", "2", "-", "2.244%"]
+    assert failed.endswith("failed: ValueError: data.path: 1000 values, too short for the split")
+    assert text.index(winner) < text.index(second) < text.index(gated) < text.index(failed)
+    assert "jobs: 4 (2 ranked, 1 rejected, 1 did not finish)" in text and "more" not in text
+
+    report = decision_report(synthetic.client, sweep.parent_run_id)
+    assert [(row["job"], row["outcome"], row["rank"]) for row in report["jobs"]] == [
+        ("3", "ranked", 1), ("0", "ranked", 2), ("1", "rejected", None), ("2", "failed", None)]
+    assert report["jobs"][3]["error"].startswith("ValueError: data.path")
+    # what scripts read before keeps its shape
+    assert report["failures"][0]["run_id"] == sweep.run_ids[2] and report["rejected"][0]["job"] == "1"
+    assert [row["job"] for row in report["top"]] == ["3", "0"]
+    assert {"runs", "finished", "failed", "passing"} <= set(report["counts"])
+
+
+def test_a_long_sweep_is_cut_with_n_more_and_keeps_its_rejected_jobs_in_view(synthetic, model_name, caplog):
+    policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0}])
+    values = [3.0 + i / 10 for i in range(15)] + [7.0, 8.0]  # 15 pass, 2 refused by the gate
+    code, text = finish(synthetic, synthetic.make_sweep(values, with_tracker=True), policy, caplog)
+    assert code == 0
+    ranks = [line.split()[0] for line in text.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert ranks == [str(i) for i in range(1, 11)]  # 12 rows: 10 ranked, both rejected
+    assert table_row(text, 15).split()[0] == "-" and table_row(text, 16).endswith("(got 8.0)")
+    assert "... 5 more (5 ranked): every job is in promotion/decision.json" in text
+
+
+def test_the_parent_run_carries_the_sweeps_outcome(synthetic, model_name, caplog):
+    policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0}])
+    first = synthetic.make_sweep([4.5, 9.0, 4.0], failed={1: "RuntimeError: boom"}, with_tracker=True)
+    finish(synthetic, first, policy, caplog)
+    second = synthetic.make_sweep([4.25, 6.0], with_tracker=True)  # worse than the champion's 4.0
+    finish(synthetic, second, policy, caplog)
+
+    runs = synthetic.client.search_runs([synthetic.experiment_id],
+                                        filter_string="tags.`runner.sweep_role` = 'parent' and "
+                                                      "metrics.jobs >= 0", order_by=["metrics.best_val_mape ASC"])
+    by_id = {r.info.run_id: r for r in runs}
+    a, b = by_id[first.parent_run_id], by_id[second.parent_run_id]
+    assert a.data.metrics == {"best_val_mape": 4.0, "jobs": 3.0, "jobs_finished": 2.0, "jobs_failed": 1.0,
+                              "jobs_rejected": 0.0, "jobs_ranked": 2.0}
+    assert b.data.metrics == {"best_val_mape": 4.25, "jobs": 2.0, "jobs_finished": 2.0, "jobs_failed": 0.0,
+                              "jobs_rejected": 1.0, "jobs_ranked": 1.0}
+    assert (a.data.tags["runner.decision"], a.data.tags["runner.registered_version"],
+            a.data.tags["runner.champion_version"]) == ("promoted", "1", "1")
+    assert (b.data.tags["runner.decision"], b.data.tags["runner.registered_version"],
+            b.data.tags["runner.champion_version"]) == ("registered", "2", "1")
+    # sorted by the outcome metric as the runs table sorts it; the parents have ended
+    ours = (first.parent_run_id, second.parent_run_id)
+    assert [r.info.run_id for r in runs if r.info.run_id in ours] == list(ours)
+    assert a.info.status == "FAILED" and b.info.status == "FINISHED"
+
+
+def test_a_sweep_without_a_winner_logs_counts_and_no_best(synthetic, model_name, caplog):
+    policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0}])
+    sweep = synthetic.make_sweep([7.0], with_tracker=True)
+    finish(synthetic, sweep, policy, caplog)
+    parent = synthetic.client.get_run(sweep.parent_run_id)
+    assert "best_val_mape" not in parent.data.metrics and parent.data.metrics["jobs_rejected"] == 1.0
+    assert (parent.data.tags["runner.decision"], parent.data.tags["runner.registered_version"]) == ("no_winner", "-")
+
+
+def test_moves_made_by_a_sweep_name_who_launched_it(synthetic, model_name):
+    policy = make_policy(model_name=model_name)
+    sweep = synthetic.make_sweep([4.0], user="alice")
+    synthetic.decide(sweep, policy)
+    events = synthetic.registry().alias_history(model_name)
+    assert {e["alias"] for e in events} == {"champion", "challenger"}
+    assert {(e["actor"], e["sweep_id"]) for e in events} == {("alice", sweep.sweep_id)}

@@ -3,9 +3,10 @@ rollback, and the package's own errors."""
 
 from __future__ import annotations
 
+import time
 import uuid
 import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -217,3 +218,99 @@ def test_unreachable_server_raises_tracking_unavailable(monkeypatch):
     registry = ModelRegistry("http://127.0.0.1:9")  # the discard port: nothing listens
     with pytest.raises(TrackingUnavailable, match="127.0.0.1:9"):
         registry.list_models()
+
+
+# -- where the history lives ---------------------------------------------------------------------------
+EVENT_KEYS = {"alias", "from_version", "to_version", "when", "reason", "actor", "sweep_id", "action", "key"}
+
+
+def legacy_event(registry, name, stamp: int, alias: str, from_version, to_version, action: str = "set",
+                 **extra) -> str:
+    """An event exactly as the registry wrote it before this change: a registered-model tag
+    `runner.alias_event.<ms>-<uuid>` holding sorted JSON."""
+    import json
+
+    key = f"runner.alias_event.{stamp:015d}-{uuid.uuid4().hex[:8]}"
+    event = {"alias": alias, "from_version": from_version, "to_version": to_version, "action": action,
+             "when": datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="milliseconds"),
+             "reason": f"{alias} to v{to_version}", "actor": "sweep 1234", "sweep_id": "1234", **extra}
+    registry.client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
+    return key
+
+
+def test_the_history_is_kept_out_of_the_model_pages_tags(registry, store, name):
+    register(registry, store, name, 2)
+    registry.set_alias(name, "champion", "1", reason="first")
+    registry.set_alias(name, "champion", "2", reason="second")
+    registry.transition_model(name, "Production", version="2")
+    tags = registry.client.get_registered_model(name).tags
+    # MLflow's UI shows a registered model's tags except those under its own `mlflow.` prefix
+    assert tags and all(key.startswith("mlflow.runner.alias_event.") for key in tags)
+    assert registry.get_registered_model(name)["tags"] == {}
+    assert all(not v["tags"] for v in registry.get_model_versions(name))  # nor on the versions table
+    history = registry.alias_history(name)
+    assert [e["action"] for e in history] == ["set", "set", "stage"]
+    assert all(EVENT_KEYS <= set(e) for e in history)  # what scripts read keeps its keys
+
+
+def test_rollback_on_a_history_written_before_this_change(registry, store, name):
+    register(registry, store, name, 3)
+    base = int(time.time() * 1000) - 60_000
+    old_keys = [legacy_event(registry, name, base + i, "champion", before, after)
+                for i, (before, after) in enumerate([(None, "1"), ("1", "2"), ("2", "3")])]
+    legacy_event(registry, name, base + 3, "stage:Production", None, "3", action="stage", previous_stage="None")
+    registry.client.set_registered_model_alias(name, "champion", "3")
+    # the old format is read as it is
+    history = registry.alias_history(name, "champion")
+    assert [e["key"] for e in history] == old_keys and all(EVENT_KEYS <= set(e) for e in history)
+    assert [(e["from_version"], e["to_version"]) for e in history] == [(None, "1"), ("1", "2"), ("2", "3")]
+
+    event = registry.rollback(name, reason="v3 misbehaves", actor="oncall")
+    assert (event["from_version"], event["to_version"], event["action"]) == ("3", "2", "rollback")
+    assert registry.get_version_by_alias(name, "champion")["version"] == "2"
+    # the write moved the old events under the hidden prefix: nothing lost, nothing counted twice
+    tags = registry.client.get_registered_model(name).tags
+    assert not [k for k in tags if k.startswith("runner.alias_event.")]
+    after = registry.alias_history(name)
+    assert [(e["alias"], e["action"]) for e in after] == [("champion", "set")] * 3 + [
+        ("stage:Production", "stage"), ("champion", "rollback")]
+    assert [e["key"].rsplit(".", 1)[-1] for e in after[:3]] == [k.rsplit(".", 1)[-1] for k in old_keys]
+    assert after[0]["actor"] == "sweep 1234" and after[0]["reason"] == "champion to v1"
+    # a second rollback walks further back: the undone old event is recognised under its new key
+    registry.rollback(name, reason="v2 too")
+    assert registry.get_version_by_alias(name, "champion")["version"] == "1"
+    with pytest.raises(RunnerError, match="nothing to roll back"):
+        registry.rollback(name)
+
+
+def test_a_history_half_moved_is_read_once(registry, store, name):
+    register(registry, store, name, 2)
+    key = legacy_event(registry, name, int(time.time() * 1000) - 1000, "champion", None, "1")
+    value = registry.client.get_registered_model(name).tags[key]
+    # as if a process stopped after copying the event and before deleting the old tag
+    registry.client.set_registered_model_tag(name, "mlflow." + key, value)
+    assert [e["to_version"] for e in registry.alias_history(name)] == ["1"]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow  # starts a tracking server (shared with the other server tests of the session)
+def test_the_hidden_history_and_rollback_through_a_tracking_server(mlflow_server):
+    """The REST API takes `mlflow.`-prefixed registered-model tags like any other: the history, the move
+    of an old-format one and rollback work the same through a server on PostgreSQL."""
+    client = mlflow_server.client()
+    experiment_id = client.create_experiment(f"history-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    logged = client.create_logged_model(experiment_id, name="forecaster", source_run_id=run.info.run_id)
+    client.finalize_logged_model(logged.model_id, "READY")
+    registry = ModelRegistry(mlflow_server.uri)
+    name = f"server-history-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        registry.register_model(f"models:/{logged.model_id}", name)
+    legacy_event(registry, name, int(time.time() * 1000) - 1000, "champion", None, "1")
+    client.set_registered_model_alias(name, "champion", "1")
+    registry.set_alias(name, "champion", "2", reason="beat v1")
+    tags = client.get_registered_model(name).tags
+    assert len(tags) == 2 and all(key.startswith("mlflow.runner.alias_event.") for key in tags)
+    assert registry.rollback(name, reason="v2 misbehaves")["to_version"] == "1"
+    assert [(e["from_version"], e["to_version"], e["action"]) for e in registry.alias_history(name)] == [
+        (None, "1", "set"), ("1", "2", "set"), ("2", "1", "rollback")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -99,7 +100,7 @@ def test_models_and_versions_show_the_sweep_winner(swept, capsys):
     assert table.returncode == 0
     header, row = table.stdout.splitlines()[:2]
     assert header.split()[:4] == ["version", "stage", "aliases", "val_mape"]
-    assert row.split()[0] == "1" and f"{best:.4f}" in row and "champion" in row
+    assert row.split()[0] == "1" and f"{best:.3f}%" in row and "champion" in row
 
 
 @pytest.mark.slow
@@ -330,3 +331,100 @@ def test_entry_points_and_no_tensorflow(swept):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- tables with context, on a synthetic store (fast: nothing trained) --------------------------------
+TABLE_MODEL = "tables-model"
+OLD_VERSION_KEYS = {"name", "version", "aliases", "stage", "run_id", "model_id", "tags", "source", "status",
+                    "description", "creation_timestamp", "last_updated_timestamp", "user_id", "metrics",
+                    "policy_metric"}
+OLD_EVENT_KEYS = {"alias", "from_version", "to_version", "when", "reason", "actor", "sweep_id", "action", "key"}
+OLD_LINEAGE_KEYS = {"name", "version", "aliases", "stage", "version_tags", "source", "creation_timestamp", "run_id",
+                    "events", "run_name", "run_status", "experiment_id", "parent_run_id", "sweep_id", "job_num",
+                    "config", "git_commit", "git_dirty", "data_fingerprint", "data_file", "protocol",
+                    "runner_version", "forecaster_uri", "params", "metrics", "overrides"}
+
+
+@pytest.fixture(scope="module")
+def decided(tmp_path_factory):
+    """Two sweeps launched by alice and bob decided by the default policy (v1 promoted, v2 registered as
+    challenger), a version registered by hand (v3, no decision) and v1 moved to Production by hand."""
+    from sweep_fixtures import SyntheticStore, make_policy
+
+    synthetic = SyntheticStore(tmp_path_factory.mktemp("tables"))
+    policy = make_policy(model_name=TABLE_MODEL)
+    first = synthetic.make_sweep([4.0, 5.0], extra_metrics={"test_mape": 2.5}, user="alice")
+    second = synthetic.make_sweep([4.5], extra_metrics={"test_mape": 2.75}, user="bob")
+    for sweep in (first, second):
+        synthetic.decide(sweep, policy)
+    registry = synthetic.registry()
+    registry.register_model(synthetic.client.get_run(second.run_ids[0]).data.tags["runner.forecaster_uri"],
+                            TABLE_MODEL)
+    return {"store": synthetic, "first": first, "second": second}
+
+
+def columns(text: str) -> list[dict[str, str]]:
+    """A table printed by `table()` as one dict per row, cells cut at the header's column starts."""
+    header, *rows = text.splitlines()
+    names = re.findall(r"\S+(?: \(UTC\))?", header)
+    starts = [header.index(name) for name in names]
+    ends = starts[1:] + [None]
+    return [{n: row[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)} for row in rows]
+
+
+def test_versions_table_has_run_model_sweep_outcome_and_units(decided, capsys):
+    uri = decided["store"].tracking_uri
+    staged = registry_cli("--tracking-uri", uri, "promote", TABLE_MODEL, "1", "--stage", "Production",
+                          "--reason", "deploy", "--actor", "carol", capsys=capsys)
+    assert staged.returncode == 0 and staged.stdout.startswith("stage Production: - -> v1  (carol: deploy)")
+    text = registry_cli("--tracking-uri", uri, "versions", TABLE_MODEL, capsys=capsys).stdout
+    assert text.splitlines()[0].split()[:11] == ["version", "stage", "aliases", "val_mape", "test_mape", "outcome",
+                                                 "run", "model", "sweep", "created", "(UTC)"]
+    v1, v2, v3 = columns(text)
+    first, second = decided["first"], decided["second"]
+    assert (v1["version"], v1["stage"], v1["aliases"], v1["val_mape"], v1["test_mape"], v1["outcome"]) == \
+        ("1", "Production", "champion", "4.000%", "2.500%", "promoted")
+    assert (v1["run"], v1["model"], v1["sweep"]) == ("synthetic #0", "naive", first.sweep_id[:8])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", v1["created (UTC)"])
+    assert (v2["stage"], v2["aliases"], v2["outcome"], v2["sweep"]) == ("-", "challenger", "registered",
+                                                                      second.sweep_id[:8])
+    assert (v3["stage"], v3["aliases"], v3["outcome"], v3["val_mape"]) == ("-", "-", "-", "4.500%")
+    assert "None" not in text
+
+    versions = as_json(registry_cli("--tracking-uri", uri, "versions", TABLE_MODEL, "--json", capsys=capsys))
+    assert all(OLD_VERSION_KEYS <= set(v) for v in versions)  # scripts keep working: fields only added
+    assert [(v["outcome"], v["run_name"], v["model"], v["sweep_id"]) for v in versions] == [
+        ("promoted", "synthetic #0", "naive", first.sweep_id), ("registered", "synthetic #0", "naive", second.sweep_id),
+        (None, "synthetic #0", "naive", second.sweep_id)]
+    assert versions[2]["stage"] == "None"  # the JSON keeps MLflow's value
+
+
+def test_history_names_who_launched_the_sweep_beside_its_id(decided, capsys):
+    uri = decided["store"].tracking_uri
+    text = registry_cli("--tracking-uri", uri, "history", TABLE_MODEL, capsys=capsys).stdout
+    rows = columns(text)
+    champion = [r for r in rows if r["alias"] == "champion"]
+    assert [(r["action"], r["from"], r["to"], r["actor"], r["sweep"]) for r in champion] == [
+        ("set", "-", "v1", "alice", decided["first"].sweep_id[:8])]
+    assert [(r["from"], r["to"], r["actor"]) for r in rows if r["alias"] == "challenger"] == [
+        ("-", "v1", "alice"), ("v1", "v2", "bob")]
+    assert "stage:" not in text and "None" not in text
+    events = as_json(registry_cli("--tracking-uri", uri, "history", TABLE_MODEL, "--json", capsys=capsys))
+    assert events and all(OLD_EVENT_KEYS <= set(e) for e in events)
+
+
+def test_show_and_lineage_keep_their_keys_and_show_the_context(decided, capsys):
+    uri = decided["store"].tracking_uri
+    text = registry_cli("--tracking-uri", uri, "show", TABLE_MODEL, "@champion", capsys=capsys).stdout
+    assert "  outcome   promoted  (val_mape 4.000%)" in text and "  model     naive" in text
+    assert f"  sweep     {decided['first'].sweep_id}" in text and "val_mape 4.000%" in text
+    hand = registry_cli("--tracking-uri", uri, "show", TABLE_MODEL, "3", capsys=capsys).stdout
+    assert "  stage     -" in hand and "  outcome   -" in hand
+    shown = as_json(registry_cli("--tracking-uri", uri, "show", TABLE_MODEL, "1", "--json", capsys=capsys))
+    assert OLD_VERSION_KEYS - {"metrics", "policy_metric"} | {"run", "events"} <= set(shown)
+    assert all(OLD_EVENT_KEYS <= set(e) for e in shown["events"])
+    info = as_json(registry_cli("--tracking-uri", uri, "lineage", TABLE_MODEL, "1", "--json", capsys=capsys))
+    assert OLD_LINEAGE_KEYS <= set(info) and all(OLD_EVENT_KEYS <= set(e) for e in info["events"])
+    from runner.registry import ModelRegistry
+
+    assert OLD_LINEAGE_KEYS <= set(ModelRegistry(uri).get_model_lineage(TABLE_MODEL, "1"))

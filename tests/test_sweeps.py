@@ -60,7 +60,9 @@ def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
     winner = best_child(children)
     assert report["sweep_id"] == sweep.sweep_id and report["parent_run_id"] == parent.info.run_id
     passing = sum(r.data.metrics["val_mape"] < 10.0 for r in children)  # the default policy's gate
-    assert report["counts"] == {"runs": jobs, "finished": jobs, "failed": 0, "passing": passing}
+    assert report["counts"] == {"runs": jobs, "finished": jobs, "failed": 0, "passing": passing,
+                                "rejected": jobs - passing}
+    assert parent.data.metrics["jobs"] == jobs and parent.data.tags["runner.decision"] == "promoted"
     assert report["top"][0]["run_id"] == winner.info.run_id
     assert report["decision"]["action"] == "promoted" and report["decision"]["version"] == "1"
 
@@ -222,7 +224,9 @@ def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported
     assert report["counts"]["failed"] == 1 and report["failures"][0]["run_id"] == broken.info.run_id
     assert [row["run_id"] for row in report["top"]] == [full.info.run_id]  # only finished runs count
     assert report["decision"]["action"] == "promoted"
-    assert "failed jobs: 1 (#0 FAILED)" in sweep.cli.stdout
+    error = report["failures"][0]["error"]
+    assert error and error.split(":")[0].endswith(("Error", "Exception"))  # the traceback's last line
+    assert f"failed: {error}" in sweep.cli.stdout and "(1 ranked, 0 rejected, 1 did not finish)" in sweep.cli.stdout
     assert f"sweep {sweep.sweep_id} FAILED" in sweep.cli.stdout
     assert "error: " in sweep.cli.stderr
 
@@ -246,7 +250,8 @@ def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed
     assert parent.info.status == "FAILED"
     report = sweep.decision()
     assert report["counts"]["failed"] == 2 and report["decision"]["action"] == "no_winner"
-    assert "failed jobs: 2 (#0 FAILED, #1 FAILED)" in sweep.cli.stdout
+    assert sweep.cli.stdout.count("failed: ") == 2 and "jobs: 2 (0 ranked, 0 rejected, 2 did not finish)" in \
+        sweep.cli.stdout
     assert sweep.store.versions() == []
 
 

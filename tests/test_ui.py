@@ -6,6 +6,7 @@ Screenshots are kept in the test's folder and copied to outputs/test-artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -51,9 +52,9 @@ def page(browser):
         context.close()
 
 
-def keep_screenshot(page, tmp_path: Path, name: str) -> Path:
+def keep_screenshot(page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
     path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, ARTIFACTS / name)
     return path
@@ -99,14 +100,13 @@ def test_the_registered_model_page_shows_the_version_holding_champion(server_swe
 
 
 # -- the embedded store, as `make ui` serves it -----------------------------------------------------
-@pytest.fixture
-def embedded_ui(tmp_path) -> Iterator[tuple[str, Path]]:
-    """A naive-model sweep (nothing to train) on the embedded store of tmp_path, then the UI on it."""
-    cli = run_cli(["--multirun", "model=naive", "epochs=1", "data.train_stride=16", "seed=1,2"], tmp_path)
-    assert cli.returncode == 0, cli.stderr[-3000:]
+@contextlib.contextmanager
+def serve_embedded(folder: Path) -> Iterator[str]:
+    """`scripts/mlflow-server --embedded <folder>/outputs` (what `make ui` runs) until the block ends;
+    yields its base URL."""
     port = free_port()
-    log = (tmp_path / "ui.log").open("w")
-    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs"),
+    log = (folder / "ui.log").open("w")
+    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"),
                                 "--port", str(port), "--workers", "1"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     import os
@@ -117,7 +117,7 @@ def embedded_ui(tmp_path) -> Iterator[tuple[str, Path]]:
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert process.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            assert process.poll() is None, (folder / "ui.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the UI did not start"
             try:
                 if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
@@ -125,11 +125,20 @@ def embedded_ui(tmp_path) -> Iterator[tuple[str, Path]]:
             except requests.RequestException:
                 pass
             time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}", tmp_path
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def embedded_ui(tmp_path) -> Iterator[tuple[str, Path]]:
+    """A naive-model sweep (nothing to train) on the embedded store of tmp_path, then the UI on it."""
+    cli = run_cli(["--multirun", "model=naive", "epochs=1", "data.train_stride=16", "seed=1,2"], tmp_path)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    with serve_embedded(tmp_path) as base_url:
+        yield base_url, tmp_path
 
 
 def test_the_ui_on_the_embedded_store_shows_a_sweep_and_its_champion(embedded_ui, page):
@@ -146,3 +155,116 @@ def test_the_ui_on_the_embedded_store_shows_a_sweep_and_its_champion(embedded_ui
     keep_screenshot(page, folder, "ui-embedded-sweep-runs.png")
     champion = client.get_model_version_by_alias("uk-demand-forecaster", "champion")
     assert f"Version {champion.version}" in champion_row_text(page, base_url, "uk-demand-forecaster")
+
+
+# -- the registered model's page after many alias moves ---------------------------------------------
+MOVES = 30
+SCREEN = {"width": 1280, "height": 800}  # a laptop's browser window
+
+
+@pytest.fixture
+def moved_ui(tmp_path) -> Iterator[tuple[str, Path, object]]:
+    """The embedded store of tmp_path/outputs with a synthetic sweep (nothing trained) decided by the
+    default policy, a second version, and then MOVES recorded moves of `champion` between the two; a
+    second model holds as many moves in the format written before this change. Then the UI on it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from sweep_fixtures import SyntheticStore, make_policy
+
+    synthetic = SyntheticStore(tmp_path / "outputs")
+    registry = synthetic.registry()
+    sweep = synthetic.make_sweep([4.0, 5.0], extra_metrics={"test_mape": 2.5}, user="alice")
+    synthetic.decide(sweep, make_policy(model_name="moved"))
+    uri = synthetic.client.get_run(sweep.run_ids[1]).data.tags["runner.forecaster_uri"]
+    registry.register_model(uri, "moved")
+    for move in range(MOVES):
+        registry.set_alias("moved", "champion", "2" if move % 2 == 0 else "1", reason=f"move {move}: a reason "
+                           "as long as the policy's, e.g. val_mape 3.3896 vs champion 3.7515: improvement 0.36")
+    write_legacy_history(synthetic.client, "legacy", [uri, uri])
+    with serve_embedded(tmp_path) as base_url:
+        yield base_url, tmp_path, registry
+
+
+def write_legacy_history(client, name: str, sources: list[str]) -> None:
+    """A model whose MOVES alias moves are registered-model tags as the registry wrote them before."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from runner.registry import ModelRegistry
+
+    registry = ModelRegistry(client._tracking_client.tracking_uri)
+    for source in sources:
+        registry.register_model(source, name)
+    stamp = int(time.time() * 1000) - 60_000
+    for move in range(MOVES):
+        event = {"alias": "champion", "from_version": None if move == 0 else str(2 - move % 2),
+                 "to_version": str(1 + move % 2), "action": "set", "reason": f"move {move}", "actor": "sweep x",
+                 "when": datetime.fromtimestamp((stamp + move) / 1000, UTC).isoformat(timespec="milliseconds"),
+                 "sweep_id": "x"}
+        client.set_registered_model_tag(name, f"runner.alias_event.{stamp + move:015d}-{uuid.uuid4().hex[:8]}",
+                                        json.dumps(event, sort_keys=True))
+    client.set_registered_model_alias(name, "champion", "2")
+
+
+def versions_table_box(context, base_url: str, name: str) -> tuple[object, dict]:
+    """A new page on the model's page (the single-page app does not redraw on a move from one model's
+    page to another's), and the bounding box of its versions table, header row to last version."""
+    page = context.new_page()
+    page.goto(f"{base_url}/#/models/{name}")
+    return page, _table_box(page)
+
+
+def _table_box(page) -> dict:
+    last = page.locator("[role=row]", has_text="Version 1")
+    last.first.wait_for(timeout=UI_TIMEOUT_MS)
+    header = page.locator("[role=row]", has_text="Registered at").first
+    top, bottom = header.bounding_box(), last.first.bounding_box()
+    return {"y": top["y"], "height": bottom["y"] + bottom["height"] - top["y"]}
+
+
+def open_model_by_clicks(context, base_url: str, name: str):
+    """The way the README says: MLflow 3.17 opens in its "GenAI" mode, whose sidebar has no registry;
+    "Model training" (top left) shows "Model registry", which lists the registered models."""
+    page = context.new_page()
+    page.goto(f"{base_url}/")
+    page.get_by_text("Model training", exact=True).first.click(timeout=UI_TIMEOUT_MS)
+    page.get_by_text("Model registry", exact=True).first.click(timeout=UI_TIMEOUT_MS)
+    link = page.get_by_role("link", name=name, exact=True).first
+    link.wait_for(timeout=UI_TIMEOUT_MS)
+    # a browser's first visit gets a dialog about the "new Model Registry UI" (aliases) over the list
+    introduction = page.get_by_role("dialog").get_by_text("Try it now", exact=True)
+    with contextlib.suppress(Exception):
+        introduction.wait_for(timeout=3000)
+    if introduction.count():
+        introduction.click()
+    link.click(timeout=UI_TIMEOUT_MS)
+    return page
+
+
+def test_after_30_alias_moves_the_versions_table_is_on_the_first_screen(browser, moved_ui):
+    base_url, folder, registry = moved_ui
+    context = browser.new_context(viewport=SCREEN)
+    try:
+        page = open_model_by_clicks(context, base_url, "moved")
+        box = _table_box(page)
+        keep_screenshot(page, folder, "ui-model-after-30-moves.png", full_page=False)
+        assert 0 <= box["y"] and box["y"] + box["height"] <= SCREEN["height"], box
+        assert "alias_event" not in page.inner_text("body")  # no history tag on the page
+        # the history is all there, for the command line and rollback
+        history = registry.alias_history("moved", "champion")
+        assert len(history) == MOVES + 1 and history[-1]["reason"].startswith(f"move {MOVES - 1}:")
+
+        # the same moves in the format written before this change push the versions off the screen ...
+        page, box = versions_table_box(context, base_url, "legacy")
+        keep_screenshot(page, folder, "ui-model-legacy-history.png", full_page=False)
+        assert box["y"] + box["height"] > SCREEN["height"], box
+        # ... until the next recorded move, which takes the old events off the page too
+        registry.set_alias("legacy", "champion", "1", reason="after the upgrade")
+        page, box = versions_table_box(context, base_url, "legacy")
+        keep_screenshot(page, folder, "ui-model-legacy-history-moved.png", full_page=False)
+        assert box["y"] + box["height"] <= SCREEN["height"], box
+        assert len(registry.alias_history("legacy", "champion")) == MOVES + 1
+        registry.rollback("legacy", reason="back")  # rolls back across the old and the new format
+        assert registry.get_version_by_alias("legacy", "champion")["version"] == "2"
+    finally:
+        context.close()
