@@ -29,6 +29,7 @@ from runner.config_schema import (  # noqa: E402
     validate,
 )
 from runner.errors import RunnerError  # noqa: E402
+from runner.units import format_metric  # noqa: E402  (the units of the decision table: val_mape 3.390%)
 
 log = logging.getLogger("runner")
 
@@ -104,8 +105,6 @@ def task(cfg: DictConfig) -> float:
         raise SystemExit(_fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
-        from runner.units import format_metric  # the units of the decision table: val_mape 3.390%
-
         log.info(
             f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {format_metric(metric, result.objective)}  "
             f"test_mape {result.metrics['test_mape']:.3f}%  {result.seconds:5.1f}s  run {result.run_id[:8]}"
@@ -123,7 +122,7 @@ def task(cfg: DictConfig) -> float:
 def print_run_summary(result, metric: str) -> None:
     m = result.metrics
     log.info(f"run {result.run_id}  {result.run_name}  FINISHED in {result.seconds:.1f}s")
-    chosen = "" if metric == "val_mape" else f"{metric} {result.objective:.4f}  "
+    chosen = "" if metric == "val_mape" else f"{metric} {format_metric(metric, result.objective)}  "
     log.info(f"  {chosen}val_mape {m['val_mape']:.3f}%  test_mape {m['test_mape']:.3f}% "
              f"(weekly naive {m['test_mape_weekly_naive']:.2f}%)  best epoch {int(m['best_epoch'])}")
     log.info(f"  open the UI: {result.ui_command}")
