@@ -142,6 +142,10 @@ def test_every_block_is_marked_or_runnable() -> None:
         for step in block.steps:
             if step.skip is not None and not step.skip:
                 problems.append(f"README.md:{step.line}: `# not run:` needs a reason a reader can see")
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        comment = strip_comment(line.strip())[1]
+        if "not run" in comment and not NOT_RUN.match(comment):
+            problems.append(f"README.md:{number}: a mark must start its comment (`# not run: <reason>`)")
     assert not problems, "\n".join(problems)
     assert any(step.skip is None for step in steps()), "the README's blocks were not found"
 
@@ -357,6 +361,41 @@ def never_reinstalls(command: str, scratch: Path, env: dict[str, str]) -> None:
     assert not re.search(r"pip install|-m venv", result.stdout), f"{dry} would re-install:\n{result.stdout}"
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop_servers(servers: list[tuple[subprocess.Popen, str, Path]]) -> list[str]:
+    """SIGTERM every server's process group (the server and its workers), wait until each group is empty;
+    returns the commands whose group needed SIGKILL."""
+    for process, _, _ in servers:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGTERM)
+    leftover = []
+    for process, command, _ in servers:
+        deadline = time.monotonic() + 30
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            process.poll()  # reap the group's leader once it exits
+            time.sleep(0.5)
+        if group_alive(process.pid):
+            leftover.append(command)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    return leftover
+
+
+def runs_not_finished(db: Path) -> list[tuple[str, str]]:
+    """(run name, status) of every run in the store that is not FINISHED (a FAILED run is a README bug)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT name, status FROM runs WHERE status != 'FINISHED'").fetchall()
+
+
 @pytest.mark.slow
 def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     scratch = tmp_path / "clone"
@@ -416,26 +455,9 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                                             f"--- output (end) ---\n{output}")
             log.append(f"README.md:{step.line}: {time.monotonic() - t0:5.1f}s  {command.splitlines()[0][:110]}")
     finally:
-        for process, _, _ in servers:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process, _, _ in servers:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        leftover = stop_servers(servers)
         print("\n".join(log), f"\ntotal {time.monotonic() - started:.0f}s", sep="\n")
-    leftover = []
-    for process, command, _ in servers:
-        time.sleep(1)
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            continue
-        leftover.append(command)
-        os.killpg(process.pid, signal.SIGKILL)
-    assert not leftover, f"processes left running: {leftover}"
+    assert not leftover, f"server processes still running 30 s after SIGTERM (killed): {leftover}"
+    unfinished = runs_not_finished(scratch / "outputs" / "mlflow.db")
+    assert not unfinished, f"the README's commands left runs that did not finish: {unfinished}"
     assert editable_install_state() == before, "the README's commands changed this venv's editable install"
