@@ -17,7 +17,7 @@ and `make <target>` runs as `make -o .venv/.installed <target>`, so make never r
 re-install from the scratch copy would point this venv's editable install at it; checked before and after).
 Servers (`mlflow ui|server|models serve`, `make ui|server`) start in the background on the port their line
 gives, are waited for (/health or /ping) and stay up for the later blocks; all are stopped at the end.
-`export`/`source` lines change the environment of the rest of their block, as in a reader's shell.
+`export`/`source` lines change the environment of every later line and block, as in a reader's shell.
 
 The fast tests only read the README: every block is marked or runnable, every `python -m runner` line
 composes (Hydra's compose API) and validates as the runner would, and every `runner-registry` or
@@ -71,7 +71,7 @@ class Step:
     kind: str           # bash | python
     text: str           # the command (bash, comments and continuations resolved) or the block (python)
     skip: str | None = None   # the `# not run:` reason
-    block: int = 0      # index of its block; environment changes are per block
+    block: int = 0      # index of its block
 
 
 @dataclass
@@ -406,11 +406,9 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     servers: list[tuple[subprocess.Popen, str, Path]] = []
     log = []
     started = time.monotonic()
-    block, env = -1, dict(base_env)
+    env = dict(base_env)  # one reader's shell: `export` and `source` lines change it for what follows
     try:
         for step in steps():
-            if step.block != block:
-                block, env = step.block, dict(base_env)
             if step.skip is not None:
                 log.append(f"README.md:{step.line}: not run ({step.skip})")
                 continue
