@@ -221,24 +221,38 @@ def runner_lines() -> list[Step]:
     return [step for step in steps() if step.kind == "bash" and RUNNER.search(step.text)]
 
 
-@pytest.mark.parametrize("step", runner_lines(), ids=lambda step: f"README.md:{step.line}")
+def make_run_step() -> Step:
+    """`make run`'s recipe, with RUN_ARGS as the slow test sets it."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n\t(?P<command>.*)$", makefile, re.M)
+    assert recipe and "$(RUN_ARGS)" in recipe["command"], "the Makefile's run target should end with $(RUN_ARGS)"
+    command = recipe["command"].replace("$(BIN)/", "").replace("$(RUN_ARGS)", " ".join(TEST_OVERRIDES))
+    return Step(0, "bash", command)
+
+
+@pytest.mark.parametrize("step", [*runner_lines(), make_run_step()],
+                         ids=lambda step: f"README.md:{step.line}" if step.line else "Makefile:run")
 def test_runner_commands_compose_and_validate(step: Step, tmp_path: Path) -> None:
-    """Hydra composes the line's overrides (also for lines marked not run: SLURM, Ray) and the runner's
-    own validation accepts them; nothing is trained, no store is opened."""
+    """Hydra composes the line's overrides, as written and as the slow test runs it (also for lines marked
+    not run: SLURM, Ray) and the runner's own validation accepts them; nothing is trained, no store opened."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from runner.config_schema import validate
 
     overrides, config_dir = composable(runner_args(step.text))
+    as_tested, _ = composable(runner_args(as_run(step.text)))
     if config_dir:
         # the block's own set-up lines (mkdir, cp) make the folder, in a scratch copy of the config
         shutil.copytree(REPO / "conf", tmp_path / "conf")
         for other in steps():
             if other.block == step.block and other.line < step.line and other.text.startswith(("mkdir", "cp")):
                 subprocess.run(["bash", "-c", other.text], cwd=tmp_path, check=True, timeout=30)
-        overrides = [*overrides, f"hydra.searchpath=[file://{(tmp_path / config_dir).resolve()}]"]
-    for variant in expansions(overrides):
+        search = [f"hydra.searchpath=[file://{(tmp_path / config_dir).resolve()}]"]
+    else:
+        search = []
+    for variant in [*expansions(overrides), expansions(as_tested)[0]]:
+        variant = [*variant, *search]
         GlobalHydra.instance().clear()
         try:
             with initialize_config_module(config_module="runner.conf"):
