@@ -27,8 +27,10 @@ lock:
 	  .venv-lock/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .venv-lock
 
+# RUN_ARGS: more overrides, e.g. make run RUN_ARGS="epochs=1 data.train_stride=16" (tests/test_readme.py uses it).
+RUN_ARGS ?=
 run: $(STAMP)
-	$(BIN)/python -m runner model=lstm lr=0.001
+	$(BIN)/python -m runner model=lstm lr=0.001 $(RUN_ARGS)
 
 # PYTEST_ARGS: e.g. make test PYTEST_ARGS="-m 'not slow'" for the fast tests only. pytest's exit code 5
 # ("no tests collected", e.g. a -k that matches nothing) is reported, not treated as a failure.
