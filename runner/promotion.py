@@ -66,7 +66,8 @@ class Candidate:
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_name": self.run_name, "job": self.job_num, "status": self.status,
-                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected}
+                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected,
+                "reason": self.tags.get("runner.failure_reason")}  # why it did not finish, when known
 
 
 @dataclass
@@ -316,7 +317,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{row['run_name']}")
     counts = report["counts"]
     if counts["failed"]:
-        failed = ", ".join(f"#{r['job']} {r['status']}" for r in report["failures"])
+        failed = ", ".join(f"#{r['job']} {r['status']}" + (f" ({r['reason']})" if r.get("reason") else "")
+                           for r in report["failures"])
         lines.append(f"failed jobs: {counts['failed']} ({failed})")
     d = report["decision"]
     version = f" version {d['version']}" if d["version"] else ""

@@ -14,6 +14,7 @@ Hydra 1.4 facts this design answers:
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,14 +23,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import interrupts
 from runner.config_schema import ConfigError, Policy, validate
 from runner.errors import RunnerError
-from runner.job import SWEEP_ID_ENV
+from runner.job import FAILURE_REASON_TAG, SWEEP_ID_ENV
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
 MAX_VALIDATED_COMBINATIONS = 500
+# How long the main process waits, after a signal, for its workers to end their runs KILLED before
+# stopping them itself; then for the processes left to exit after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 20.0
+REAP_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -53,6 +59,9 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.state = start_sweep(config)
+            state = self.state
+            # a signal to this process (alone or with its group) first stops the workers
+            interrupts.STATE.before_raise = lambda signum: stop_workers(state)
         except (ConfigError, RunnerError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
@@ -64,8 +73,18 @@ class SweepTracking(Callback):
         state, self.state = self.state, None
         if state is None:  # the start hook refused the sweep
             return
+        interrupts.STATE.before_raise = None
         leaving = sys.exc_info()[1]  # Hydra calls this hook in a `finally`
+        died = []
+        if leaving is not None:  # stop what is left of the workers, close the runs they could not
+            died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
         code = finish_sweep_safely(state, leaving)
+        if died and not isinstance(leaving, KeyboardInterrupt):
+            # e.g. loky's TerminatedWorkerError: name the jobs rather than quote the executor
+            names = "; ".join(f"#{d['job']} {d['run_name']} (run {d['run_id'][:8]})" for d in died)
+            print(f"error: {len(died)} job(s) of the sweep died without ending their runs (a worker killed "
+                  f"hard: SIGKILL, out of memory?), closed as FAILED: {names}", file=sys.stderr)
+            raise SystemExit(1)
         if code and leaving is None:
             raise SystemExit(code)
         # otherwise the job's error or the interrupt goes on to runner.app.main, which reports it
@@ -96,9 +115,90 @@ def _validate_every_job(config: DictConfig) -> None:
             raise ConfigError(f"{error} (in the job {' '.join(combo)})") from None
 
 
+def _check_launcher(config: DictConfig) -> None:
+    """Launcher settings that can never work, refused before the parent run exists."""
+    n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
+        raise ConfigError(f"hydra.launcher.n_jobs: must be a positive number of parallel jobs, or negative "
+                          f"(-1: one per core, -2: all cores but one); got {n_jobs!r}")
+
+
+def running_children(state: SweepState) -> list:
+    """The sweep's child runs still RUNNING in the store."""
+    from mlflow.tracking import MlflowClient
+
+    from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    runs = client.search_runs([state.experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{state.sweep_id}' "
+                                                                   "and attributes.status = 'RUNNING'",
+                              max_results=10000)
+    return [r for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
+
+
+def _workers() -> list[int]:
+    return [pid for pid in interrupts.descendants() if not interrupts.is_helper(pid)]
+
+
+def stop_workers(state: SweepState, grace_seconds: float | None = None) -> None:
+    """Called by the first SIGINT/SIGTERM to the main process, before the interrupt is raised (joblib
+    then kills its workers with SIGKILL, submitit leaves its job processes running): SIGTERM to every
+    worker process (a second one is harmless: a worker raises once), then wait until their runs have
+    ended KILLED, they have exited, `grace_seconds` passed or another signal came."""
+    workers = _workers()
+    if not workers:
+        return  # the basic launcher: the job runs here, and the interrupt about to be raised ends it
+    interrupts.signal_all(workers, signal.SIGTERM)
+    seen = interrupts.STATE.count
+    deadline = time.monotonic() + (STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+    while time.monotonic() < deadline and interrupts.STATE.count == seen:
+        if not any(interrupts.alive(pid) for pid in workers):
+            return
+        try:
+            if not running_children(state):
+                return
+        except Exception as error:  # the store is unreachable: wait out the grace period
+            log.debug("could not read the sweep's runs: %s", error)
+        time.sleep(0.25)
+
+
+def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]:
+    """The sweep ends early (an interrupt, a job or a worker that failed): stop the worker processes still
+    there (SIGTERM, then SIGKILL after REAP_GRACE_SECONDS), then close the child runs left RUNNING, whose
+    processes are gone: KILLED when the sweep was interrupted, else FAILED (a worker died). Returns the
+    runs closed here (job, run_name, run_id)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    closed: list[dict[str, str]] = []
+    try:
+        orphans = running_children(state)
+        if orphans and _workers():  # workers still hold runs: let them end them first
+            stop_workers(state)
+        if interrupted and (left := _workers()):  # e.g. submitit's job processes, which outlive us
+            interrupts.reap(left, REAP_GRACE_SECONDS)
+        orphans = running_children(state) if orphans else []
+    except Exception as error:
+        print(f"error: could not read the sweep's runs to close those left RUNNING: {error}", file=sys.stderr)
+        return closed
+    for run in orphans:
+        reason = ("the sweep was stopped; the job's process ended before its run" if interrupted else
+                  "its process died without ending the run (killed hard: SIGKILL, out of memory?)")
+        try:
+            client.set_tag(run.info.run_id, FAILURE_REASON_TAG, reason)
+            client.set_terminated(run.info.run_id, status="KILLED" if interrupted else "FAILED")
+        except Exception as error:
+            print(f"error: could not close run {run.info.run_id}: {error}", file=sys.stderr)
+            continue
+        closed.append({"job": run.data.tags.get("runner.job_num", "?"), "run_name": run.info.run_name or "",
+                       "run_id": run.info.run_id})
+    return closed
+
+
 def start_sweep(config: DictConfig) -> SweepState:
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
+    _check_launcher(config)
     _validate_every_job(config)
     validated = validate(config)
     if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
