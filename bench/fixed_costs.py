@@ -106,8 +106,8 @@ def import_everything() -> float:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
+    import mlflow.keras  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
-    import mlflow.tensorflow  # noqa: F401
     from hydra import compose  # noqa: F401
 
     import runner.app  # noqa: F401
@@ -159,7 +159,7 @@ def instrument(timer: PhaseTimer) -> None:
     timer.detail(mlflow.pyfunc, "log_model", "model: forecaster, mlflow.pyfunc.log_model")
     timer.detail(mlflow.models.utils, "_validate_serving_input",
                  "model: (in it) MLflow re-loads the forecaster to check the input example")
-    timer.detail(ExperimentTracker, "log_model", "model: network, mlflow.tensorflow.log_model")
+    timer.detail(ExperimentTracker, "log_model", "model: network, mlflow.keras.log_model")
 
 
 def create_store(uri: str, experiment_name: str) -> None:
@@ -181,7 +181,7 @@ def worker(overrides: list[str], existing_store: bool = False) -> dict[str, Any]
     from runner.job import JobContext, run_job
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-fixed-", dir=Path.cwd()))  # inside the bench's folder
-    with initialize_config_module("runner.conf", version_base="1.3"):
+    with initialize_config_module("runner.conf"):
         cfg = compose("config", overrides=overrides)
     with open_dict(cfg):
         cfg.tracking.uri = f"sqlite:///{workdir / 'mlflow.db'}"  # a fresh store: its creation is timed

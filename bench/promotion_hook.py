@@ -131,7 +131,7 @@ def default_policy():
     import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
     from runner.config_schema import validate
 
-    with initialize_config_module("runner.conf", version_base="1.3"):
+    with initialize_config_module("runner.conf"):
         return validate(compose("config")).config.registry
 
 

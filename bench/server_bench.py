@@ -45,9 +45,9 @@ LEARNING_RATES = ("0.001", "0.002", "0.005", "0.01", "0.02", "0.05")
 # -- a throwaway server ------------------------------------------------------------------------------
 def postgres_unavailable() -> str | None:
     try:
-        import psycopg2
+        import psycopg
 
-        psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
     except Exception as error:  # missing driver or no server: the rows say which
         return f"no PostgreSQL at {POSTGRES}: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
     return None
@@ -63,7 +63,7 @@ def _free_port() -> int:
 def throwaway_server(workdir: Path, timeout: float = 180) -> Iterator[str]:
     """scripts/mlflow-server on a free port and a fresh database; yields its URI, then stops it and drops
     the database."""
-    import psycopg2
+    import psycopg
     import requests
 
     database = f"bench_{uuid.uuid4().hex[:10]}"
@@ -93,11 +93,8 @@ def throwaway_server(workdir: Path, timeout: float = 180) -> Iterator[str]:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
-        connection = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=5)
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        connection.close()
+        with psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=5, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 # -- measurements -----------------------------------------------------------------------------------

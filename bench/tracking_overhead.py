@@ -40,7 +40,7 @@ class Setup:
         from runner import forecaster, series, training
         from runner.config_schema import validate
 
-        with initialize_config_module("runner.conf", version_base="1.3"):
+        with initialize_config_module("runner.conf"):
             cfg = compose("config", overrides=overrides)
         self.validated = validate(cfg)
         self.config = c = self.validated.config

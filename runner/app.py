@@ -18,9 +18,16 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from runner.config_schema import MODES, ConfigError, unknown_key_message, validate  # noqa: E402
+from runner.config_schema import (  # noqa: E402
+    MODES,
+    ConfigError,
+    check_trust_not_configured,
+    unknown_key_message,
+    validate,
+)
 from runner.errors import RunnerError  # noqa: E402
 
 log = logging.getLogger("runner")
@@ -81,6 +88,7 @@ def task(cfg: DictConfig) -> float:
     quiet_libraries()
     ctx = JobContext.from_hydra()
     try:
+        check_trust_not_configured(HydraConfig.get().job.env_set)
         validated = validate(cfg)  # before TensorFlow is imported and before any run exists
         result = run_job(cfg, validated, ctx)
     except (ConfigError, RunnerError) as error:
@@ -128,6 +136,12 @@ def one_line(error: BaseException) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(error)
+    refused = re.search(r"Target '([^']+)' is not in the Hydra execution whitelist", text)
+    if refused:
+        key = re.search(r"full_key: (\S+)", text)
+        where = f"{key.group(1)}._target_" if key else "_target_"
+        return (f"{where}: {refused.group(1)!r} may not run from a config: allowed are the runner's callback and "
+                "Hydra's launchers and sweepers (runner.app.EXECUTION_WHITELIST)")
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)

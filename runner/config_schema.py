@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,39 @@ def _structured(schema: type, values: DictConfig | dict, prefix: str = "") -> An
         raise ConfigError(f"{prefix}{message}") from None
 
 
+TRUSTED_MODULES_ENV = "RUNNER_TRUSTED_MODULES"  # comma-separated module prefixes of a team's own builders
+SHIPPED_BUILDERS = "runner.models"
+
+
+# Read once, when the process starts: Hydra applies a config's `hydra.job.env_set` to os.environ before the
+# job runs, so reading it later would let a shared config folder widen what may be imported.
+_TRUSTED_AT_START = os.environ.get(TRUSTED_MODULES_ENV, "")
+
+
+def trusted_prefixes() -> list[str]:
+    return [SHIPPED_BUILDERS, *(p.strip().rstrip(".") for p in _TRUSTED_AT_START.split(",") if p.strip())]
+
+
+def check_trust_not_configured(env_set) -> None:
+    """Refuse a config whose `hydra.job.env_set` (given) tries to set the trusted prefixes for its jobs."""
+    if env_set and TRUSTED_MODULES_ENV in env_set:
+        _fail(f"hydra.job.env_set.{TRUSTED_MODULES_ENV}", "trusted builder modules come from the environment of "
+                                                          "the command, never from a config")
+
+
+def check_trusted_builder(target: str, module_name: str) -> None:
+    """A model's `_target_` is imported and called, so it must name a builder the user trusts: one shipped
+    in runner.models, or one under a prefix given in RUNNER_TRUSTED_MODULES. The prefixes come from the
+    environment, never from configs, so a shared config folder cannot widen them. Checked before import."""
+    prefixes = trusted_prefixes()
+    if any(module_name == p or module_name.startswith(p + ".") for p in prefixes):
+        return
+    extra = prefixes[1:]
+    trusted = f"{TRUSTED_MODULES_ENV}={','.join(extra)}" if extra else f"{TRUSTED_MODULES_ENV} is unset"
+    _fail("model._target_", f"{target!r} is not a trusted builder: allowed are {SHIPPED_BUILDERS}.<name>.build "
+                            f"and modules under the prefixes in {TRUSTED_MODULES_ENV} ({trusted})")
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Validate a composed job config (the `hydra` node is ignored). Raises ConfigError."""
     plain = {key: cfg[key] for key in cfg if key != "hydra"}
@@ -282,6 +316,7 @@ def validate(cfg: DictConfig) -> Validated:
     if not target or not name:
         _fail("model", "needs `_target_` (the builder function) and `name`")
     module_name, _, function = str(target).rpartition(".")
+    check_trusted_builder(str(target), module_name)
     try:
         module = importlib.import_module(module_name)
         getattr(module, function)

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 FORECASTER_NAME = "forecaster"  # the pyfunc model of a run: what the registry registers
-NETWORK_NAME = "network"  # the bare Keras network, MLflow's TensorFlow flavour
+NETWORK_NAME = "network"  # the bare Keras network, MLflow's Keras flavour
 FORECASTER_URI_TAG = "runner.forecaster_uri"
 
 

@@ -14,6 +14,7 @@ Hydra 1.4 facts this design answers:
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner import interrupts
-from runner.config_schema import ConfigError, Policy, validate
+from runner.config_schema import ConfigError, Policy, check_trust_not_configured, validate
 from runner.errors import RunnerError
 from runner.job import FAILURE_REASON_TAG, SWEEP_ID_ENV
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
@@ -198,6 +199,7 @@ def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]
 def start_sweep(config: DictConfig) -> SweepState:
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
+    check_trust_not_configured(config.hydra.job.env_set)
     _check_launcher(config)
     _validate_every_job(config)
     validated = validate(config)
@@ -205,6 +207,7 @@ def start_sweep(config: DictConfig) -> SweepState:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # its study banner is noise here
+        check_optuna_storage(OmegaConf.select(config, "hydra.sweeper.storage"))
     c = validated.config
     base_dir = config.hydra.runtime.cwd
     store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
@@ -230,6 +233,33 @@ def start_sweep(config: DictConfig) -> SweepState:
     log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
              f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
     return state
+
+
+def check_optuna_storage(url: str | None) -> None:
+    """Open the study storage once before anything is tracked: a database written by an older Optuna
+    (the project used 2.10 before Hydra 1.4) needs a one-time schema upgrade, which Optuna refuses to do
+    implicitly; say how in one line instead of a traceback from inside the sweeper."""
+    if not url:
+        return
+    from pathlib import Path
+
+    from optuna.storages import RDBStorage
+
+    from runner.params import redact_uri
+
+    try:
+        RDBStorage(url).engine.dispose()
+    except RuntimeError as error:
+        if "optuna storage upgrade" not in str(error):
+            raise
+        shown = redact_uri(url)
+        written = re.search(r"set up by optuna ([^)]+)\)", str(error))
+        optuna_cli = Path(sys.executable).parent / "optuna"
+        raise RunnerError(
+            f"hydra.sweeper.storage: the study database {shown} was written by Optuna "
+            f"{written.group(1) if written else 'an older version'}; upgrade it once (back it up first) with: "
+            f"{optuna_cli} storage upgrade --storage '{shown}'"
+        ) from None
 
 
 def finish_sweep_safely(state: SweepState, leaving: BaseException | None = None) -> int:

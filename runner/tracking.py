@@ -510,17 +510,18 @@ class ExperimentTracker:
 
     def log_model(self, model, artifact_path: str = "model", registered_model_name: str | None = None,
                   name: str | None = None, **kwargs):
-        """Log a Keras model with MLflow's TensorFlow flavour; `artifact_path` is MLflow 3's `name`.
+        """Log a Keras 3 model with MLflow's Keras flavour (the one MLflow recommends for Keras 3; the
+        TensorFlow flavour is for tf.keras); `artifact_path` is MLflow 3's `name`.
 
         Requirements are given explicitly (inference costs seconds). Returns MLflow's ModelInfo.
         """
         self._require_run()
-        import mlflow.tensorflow
+        import mlflow.keras
 
         kwargs.setdefault("pip_requirements", pip_requirements())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self._write(mlflow.tensorflow.log_model,
+            return self._write(mlflow.keras.log_model,
                                model, name=name or artifact_path, registered_model_name=registered_model_name,
                                **kwargs)
 

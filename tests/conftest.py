@@ -42,7 +42,7 @@ ISOLATED_ENV_PREFIXES = ("MLFLOW_", "RUNNER_")
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config exactly as `python -m runner OVERRIDES` composes it, with the `hydra` node."""
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="runner.conf", version_base="1.3"):
+    with initialize_config_module(config_module="runner.conf"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 

@@ -146,6 +146,30 @@ def forecaster(e2e_run):
     return model, frame.iloc[-min_history:].reset_index(drop=True)
 
 
+def test_the_bare_network_is_logged_with_the_keras_flavour_and_predicts(e2e_run, forecaster):
+    import mlflow
+    import mlflow.keras
+    import numpy as np
+
+    from runner import forecaster as forecasting
+
+    model, history = forecaster
+    mlflow.set_tracking_uri(e2e_run.tracking_uri)
+    try:
+        uri = f"runs:/{e2e_run.run_id}/network"
+        flavors = mlflow.models.get_model_info(uri).flavors
+        network = mlflow.keras.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert "keras" in flavors and "tensorflow" not in flavors
+    # the same inputs the forecaster builds, through the network loaded on its own: the same forecast
+    prep = model.unwrap_python_model().prep
+    values, times = history["demand_mw"].to_numpy(), pd.DatetimeIndex(history["timestamp"])
+    inputs, level = forecasting.build_inputs(values, times, np.array([len(history) - 1]), prep)
+    direct = forecasting.to_megawatts(network.predict(inputs, verbose=0), level, prep.scale)[0]
+    np.testing.assert_allclose(direct, model.predict(history)["forecast_mw"].to_numpy(), rtol=1e-5)
+
+
 def test_the_forecaster_predicts_the_next_48_half_hours(forecaster):
     model, history = forecaster
     forecast = model.predict(history)

@@ -26,14 +26,16 @@ def sweep_runs(cwd):
 
 # -- SLURM ------------------------------------------------------------------------------------------
 def test_the_slurm_preset_is_a_submitit_slurm_launcher_the_plugin_accepts(monkeypatch):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     from hydra.utils import instantiate
+
+    from runner.app import EXECUTION_WHITELIST
 
     monkeypatch.setenv("SLURM_PARTITION", "cpu-short")
     launcher = compose_config(["hydra/launcher=slurm"]).hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "cpu-short" and launcher.cpus_per_task == 2
-    assert instantiate(launcher).params["array_parallelism"] == 8  # every key is one the plugin knows
+    plugin = instantiate(launcher, _execution_whitelist_=EXECUTION_WHITELIST)  # as runner.app allows it
+    assert plugin.params["array_parallelism"] == 8  # every key is one the plugin knows
 
 
 def test_the_ray_preset_takes_its_address_from_ray_address(monkeypatch):
