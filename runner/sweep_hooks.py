@@ -57,6 +57,11 @@ class SweepTracking(Callback):
     def __init__(self) -> None:
         self.state: SweepState | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers that pickle Hydra's context for their workers (joblib/loky, submitit) pickle this
+        # callback too: the sweep's state (a client, the parent's heartbeat thread) stays here.
+        return {**self.__dict__, "state": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self.state = start_sweep(config)
