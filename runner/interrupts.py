@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 MAIN_PID_ENV = "RUNNER_MAIN_PID"  # the pid of the command's process; inherited by a sweep's workers
 
@@ -50,6 +51,7 @@ class _State:
         self.job = False  # a job is running in this process
         self.closing = False  # a run is being created or ended: signals wait
         self.depth = 0  # inside a write to the store: signals wait
+        self.atomic = 0  # inside an import: the time limit waits
         self.stopping: int | None = None  # the first signal received (sticky: a worker takes no new job)
         self.raised = False  # an interrupt has been raised in this process
         self.pending = False  # a signal arrived while it had to wait
@@ -95,15 +97,31 @@ def _fire() -> None:
     raise interrupt_for(STATE.stopping)
 
 
-def install() -> None:
-    """Take over SIGINT and SIGTERM in this process (idempotent; main thread only, else nothing)."""
+_previous: dict[int, Any] = {}
+
+
+def install() -> bool:
+    """Take over SIGINT and SIGTERM in this process (main thread only). Returns True when installed now,
+    False when they already were (or this is not the main thread)."""
     if STATE.installed or threading.current_thread() is not threading.main_thread():
-        return
+        return False
     main_pid = os.environ.get(MAIN_PID_ENV)
     STATE.worker = main_pid is not None and main_pid != str(os.getpid())
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        _previous[signum] = signal.signal(signum, _handler)
     STATE.installed = True
+    return True
+
+
+def uninstall() -> None:
+    """Give SIGINT and SIGTERM back to their previous handlers (a job run in-process by a library user:
+    their Ctrl-C must behave as before once the job is over)."""
+    if not STATE.installed or threading.current_thread() is not threading.main_thread():
+        return
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
+    STATE.reset()
 
 
 def mark_main_process() -> None:
@@ -117,7 +135,7 @@ def raise_pending() -> None:
         return
     if STATE.pending and not STATE.raised and (STATE.job or not STATE.worker):
         _fire()
-    if STATE.alarm is not None and STATE.job:
+    if STATE.alarm is not None and STATE.job and not STATE.atomic:
         alarm, STATE.alarm = STATE.alarm, None
         raise alarm
 
@@ -146,10 +164,25 @@ def write() -> Iterator[None]:
 # -- the time limit ---------------------------------------------------------------------------------
 def _alarm(signum, frame) -> None:
     error = TimeLimitExceeded(f"time limit: the job ran past trainer.time_limit_seconds={STATE.time_limit:g}")
-    if STATE.depth or STATE.closing or not STATE.job:
+    if STATE.depth or STATE.atomic or STATE.closing or not STATE.job:
         STATE.alarm = error
         return
     raise error
+
+
+@contextmanager
+def no_time_limit() -> Iterator[None]:
+    """A section the time limit waits for (an import: cut halfway, it breaks the process's later jobs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STATE.atomic += 1
+    try:
+        yield
+    finally:
+        STATE.atomic -= 1
+    if not STATE.atomic:
+        raise_pending()
 
 
 @contextmanager

@@ -168,7 +168,19 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
                                 heartbeat_seconds=config.tracking.heartbeat_seconds)
     parent_run_id = sweep_parent_run_id(tracker, ctx.sweep_id) if ctx.sweep_id else None
-    interrupts.install()  # SIGINT/SIGTERM end the run KILLED, never cut a write (runner.interrupts)
+    # SIGINT/SIGTERM end the run KILLED and never cut a write (runner.interrupts); `main()` installs the
+    # handlers for the whole command, a sweep's worker keeps them, a library caller gets its own back
+    installed_here = interrupts.install() and not interrupts.STATE.worker
+    try:
+        return _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data_path, store, started)
+    finally:
+        if installed_here:
+            interrupts.uninstall()
+
+
+def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data_path, store, started):
+    from runner import series
+
     interrupts.refuse_if_stopping()  # a worker told to stop starts no new run
     state = interrupts.STATE
     # From here to the end, the `state.closing = ...` lines are plain assignments on purpose: no signal

@@ -37,6 +37,7 @@ MAX_VALIDATED_COMBINATIONS = 500
 # stopping them itself; then for the processes left to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 20.0
 REAP_GRACE_SECONDS = 5.0
+_ACTIVE: SweepState | None = None  # the sweep this process runs (for loky's manager thread)
 
 
 @dataclass
@@ -68,6 +69,9 @@ class SweepTracking(Callback):
             state = self.state
             # a signal to this process (alone or with its group) first stops the workers
             interrupts.STATE.before_raise = lambda signum: stop_workers(state)
+            global _ACTIVE
+            _ACTIVE = state
+            _prepare_launcher(config)
         except (ConfigError, RunnerError) as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
@@ -84,6 +88,8 @@ class SweepTracking(Callback):
         died = []
         if leaving is not None:  # stop what is left of the workers, close the runs they could not
             died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
+        global _ACTIVE
+        _ACTIVE = None
         code = finish_sweep_safely(state, leaving)
         if died and not isinstance(leaving, KeyboardInterrupt):
             # e.g. loky's TerminatedWorkerError: name the jobs rather than quote the executor
@@ -119,6 +125,75 @@ def _validate_every_job(config: DictConfig) -> None:
             validate(compose(config_name="config", overrides=list(combo)))
         except ConfigError as error:
             raise ConfigError(f"{error} (in the job {' '.join(combo)})") from None
+
+
+def _gentle_loky_kill() -> None:
+    """Loky answers a worker that died (SIGKILL, out of memory) by killing every other worker with SIGKILL
+    at once (`_ExecutorManagerThread.kill_workers`, joblib/externals/loky/process_executor.py), which
+    would leave their runs RUNNING too. Wrapped here: SIGTERM first, so that each worker still running a
+    job ends its run KILLED (within STOP_GRACE_SECONDS), then loky's own kill. Only in the sweep's main
+    process, only when joblib is imported; a loky without that method is left alone (the runs are then
+    closed by `settle_workers`)."""
+    try:
+        from joblib.externals.loky.process_executor import _ExecutorManagerThread
+    except ImportError:
+        return
+    original = getattr(_ExecutorManagerThread, "kill_workers", None)
+    if original is None or getattr(original, "_runner_gentle", False):
+        return
+
+    def kill_workers(self, reason=""):
+        state = _ACTIVE
+        pids = [p.pid for p in list(self.processes.values()) if p.pid]
+        if state is not None and pids and not interrupts.STATE.raised:  # (a signal: stop_workers did this)
+            interrupts.signal_all(pids, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while time.monotonic() < deadline and any(interrupts.alive(p) for p in pids):
+                try:
+                    held = {r.data.tags.get("runner.pid") for r in running_children(state)}
+                except Exception:
+                    break
+                if not held & {str(p) for p in pids if interrupts.alive(p)}:
+                    break
+                time.sleep(0.25)
+        return original(self, reason)
+
+    kill_workers._runner_gentle = True
+    _ExecutorManagerThread.kill_workers = kill_workers
+
+
+def _controllers_ignore_sigint() -> None:
+    """submitit_local runs each job under a controller process (`python -m submitit.local._local`) whose
+    answer to Ctrl-C is a KeyboardInterrupt traceback on the sweep's stderr and SIGKILL to its job one
+    second later (`Controller.kill_tasks`, submitit/local/local.py), which can cut the job's last words.
+    Started with SIGINT ignored (a disposition a child inherits), the controller leaves Ctrl-C to its job,
+    which ends its run KILLED and exits, and to this process, which stops the controllers with SIGTERM
+    (which they forward to their jobs). The job installs its own SIGINT handler (runner.interrupts)."""
+    try:
+        from submitit.local import local
+    except ImportError:
+        return
+    original = local.start_controller
+    if getattr(original, "_runner_sigint", False):
+        return
+
+    def start_controller(*args, **kwargs):
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # for the fork only: a few milliseconds
+        try:
+            return original(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    start_controller._runner_sigint = True
+    local.start_controller = start_controller
+
+
+def _prepare_launcher(config: DictConfig) -> None:
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    if "hydra_joblib_launcher" in target:
+        _gentle_loky_kill()
+    elif target.endswith("submitit_launcher.LocalLauncher"):
+        _controllers_ignore_sigint()
 
 
 def _check_launcher(config: DictConfig) -> None:

@@ -7,7 +7,6 @@ found in /proc."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -20,7 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, compose_config, pointed_at, run_job_in_process, sqlite_uri, store_runs
+from conftest import cli_env, compose_config, pointed_at, run_job_in_process, store_runs
 from sweep_fixtures import SweepStore, describe, run_sweep
 
 # Jobs that train long enough to be caught mid-training (many epochs, no early stop) and start fast.
@@ -196,14 +195,19 @@ def test_a_worker_killed_hard_is_named_and_its_siblings_runs_are_closed(tmp_path
     assert "RUNNING" not in statuses_sqlite(store.db).values()
     killed = store.client.get_run(victim.info.run_id)
     assert killed.info.status == "FAILED" and "killed hard" in killed.data.tags["runner.failure_reason"]
+    # loky kills the other workers when one dies: the sibling got SIGTERM first and ended its own run
+    sibling = store.client.get_run(runs[1])
+    assert sibling.info.status == "KILLED" and "runner.failure_reason" not in sibling.data.tags
+    assert line.startswith("error: 1 job(s)") and sibling.info.run_name not in line, line
 
 
 # -- Ctrl-C at any moment of a single run ---------------------------------------------------------------
 N_IN_PROCESS = 50
+TINY_WARM_UP = ["model=mlp", "model.hidden=[4]", "epochs=1", "data.train_stride=64", "tracking.log_model=false"]
 
 
 @pytest.mark.slow
-def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path, cfg_tiny_global):
+def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path):
     """50 SIGINTs to this process during tiny in-process jobs on one SQLite store: half at a random moment
     of the job, half a few milliseconds into a per-epoch metrics write. Each run ends KILLED (or FINISHED
     when the job ended first); where each signal landed is counted by runner.interrupts."""
@@ -223,6 +227,7 @@ def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path, cfg_t
             threading.Timer(aim["delay"], os.kill, (os.getpid(), signal.SIGINT)).start()
         return original_log_metrics(self, metrics, step)
 
+    run_job_in_process(pointed_at(compose_config(TINY_WARM_UP), tmp_path / "warm-up"))  # TensorFlow imported
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     landed, outcomes = [], []
     started = time.monotonic()
@@ -253,9 +258,9 @@ def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path, cfg_t
             signal.signal(signum, handler)
     seconds = time.monotonic() - started
 
-    print(f"\n{N_IN_PROCESS} interrupts in {seconds:.0f}s; landed: "
-          + ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed))) + f"; jobs: {outcomes.count('interrupted')}"
-          " interrupted, {outcomes.count('finished')} finished")
+    where = ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed)))
+    print(f"\n{N_IN_PROCESS} interrupts in {seconds:.0f}s; landed: {where}; jobs: "
+          f"{outcomes.count('interrupted')} interrupted, {outcomes.count('finished')} finished")
     assert len(landed) == N_IN_PROCESS
     assert landed.count("write") >= 10, landed
     statuses = statuses_sqlite(tmp_path / "mlflow.db")
@@ -290,26 +295,31 @@ def test_sigint_to_single_runs_at_random_moments_ends_them_killed(tmp_path):
 
 
 # -- the time limit ------------------------------------------------------------------------------------
-def test_the_time_limit_is_validated(run_cli):
+def test_the_time_limit_is_validated(run_cli, tmp_path):
     for value in ("0", "-1", "abc"):
         cli = run_cli("model=naive", f"trainer.time_limit_seconds={value}")
         assert cli.returncode == 2, cli.stderr
         [line] = cli.stderr.strip().splitlines()
         assert line.startswith("error: trainer.time_limit_seconds"), line
-    assert not (Path(run_cli.__closure__ and ".") / "outputs" / "mlflow.db").exists() or True
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # refused before any store or run
+
+
+LIMIT = 12  # seconds: job 1 needs a few on a busy machine
 
 
 @pytest.mark.slow
 def test_a_job_past_its_time_limit_fails_and_the_sweep_goes_on(tmp_path):
-    """Job 0 trains for 1000 epochs and hits the 6 s limit; job 1 (one epoch) finishes well inside it."""
+    """Job 0 trains for 1000 epochs and hits the limit; job 1 (one epoch, TensorFlow already imported by job
+    0 in this process) finishes well inside it."""
     sweep = run_sweep(tmp_path, ["model=mlp", "model.hidden=[8]", "trainer.patience=1000", "data.train_stride=16",
-                                 "tracking.log_model=false", "trainer.time_limit_seconds=6", "epochs=1000,1"])
+                                 "tracking.log_model=false", f"trainer.time_limit_seconds={LIMIT}", "epochs=1000,1"])
     assert sweep.cli.returncode == 1, describe(sweep)
     parent, (slow, quick) = sweep.runs()
     assert slow.info.status == "FAILED" and quick.info.status == "FINISHED", describe(sweep)
     assert slow.data.tags["runner.failure_reason"].startswith("time limit")
-    assert 1 <= slow.data.metrics["epochs_run" if "epochs_run" in slow.data.metrics else "loss"] or True
-    assert (slow.info.end_time - slow.info.start_time) / 1000 < 6 + 10  # stopped soon after the limit
+    assert "loss" in slow.data.metrics and "test_mape" not in slow.data.metrics  # stopped while training
+    seconds = (slow.info.end_time - slow.info.start_time) / 1000
+    assert LIMIT <= seconds < LIMIT + 10, seconds  # stopped soon after the limit
     report = sweep.decision()
     assert report["counts"]["failed"] == 1
     [failure] = report["failures"]
@@ -324,6 +334,3 @@ def test_n_jobs_zero_is_refused_before_any_run(run_cli, tmp_path):
     assert line.startswith("error: hydra.launcher.n_jobs:") and "got 0" in line, line
     assert store_runs(tmp_path / "outputs" / "mlflow.db") == []
 
-
-def _unused():  # keep imports honest for ruff while the file grows
-    return json, sqlite_uri
