@@ -98,7 +98,10 @@ def prepare_store(store: Store) -> None:
             migrated = connection.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
         if not migrated:
-            MlflowClient(tracking_uri=store.tracking_uri).search_experiments(max_results=1)  # creates it
+            from runner import interrupts
+
+            with interrupts.write():  # Ctrl-C waits: migrations cut halfway leave a store nothing can open
+                MlflowClient(tracking_uri=store.tracking_uri).search_experiments(max_results=1)  # creates it
 
 
 # MLflow's client retries a failed request with exponential backoff (urllib3: sleeps of 0, 2F, 4F, ... s
