@@ -64,12 +64,11 @@ class SweepTracking(Callback):
         return {**self.__dict__, "state": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _ACTIVE
         try:
-            self.state = start_sweep(config)
-            state = self.state
+            self.state = state = start_sweep(config)
             # a signal to this process (alone or with its group) first stops the workers
             interrupts.STATE.before_raise = lambda signum: stop_workers(state)
-            global _ACTIVE
             _ACTIVE = state
             _prepare_launcher(config)
         except (ConfigError, RunnerError) as error:
@@ -80,6 +79,7 @@ class SweepTracking(Callback):
             raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _ACTIVE
         state, self.state = self.state, None
         if state is None:  # the start hook refused the sweep
             return
@@ -88,7 +88,6 @@ class SweepTracking(Callback):
         died = []
         if leaving is not None:  # stop what is left of the workers, close the runs they could not
             died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
-        global _ACTIVE
         _ACTIVE = None
         code = finish_sweep_safely(state, leaving)
         if died and not isinstance(leaving, KeyboardInterrupt):
@@ -254,9 +253,9 @@ def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]
     closed: list[dict[str, str]] = []
     try:
         orphans = running_children(state)
-        if orphans and _workers():  # workers still hold runs: let them end them first
+        if orphans and not interrupted and _workers():  # (an interrupt: stop_workers did this already)
             stop_workers(state)
-        if interrupted and (left := _workers()):  # e.g. submitit's job processes, which outlive us
+        if (interrupted or orphans) and (left := _workers()):  # e.g. submitit's jobs, which outlive us
             interrupts.reap(left, REAP_GRACE_SECONDS)
         orphans = running_children(state) if orphans else []
     except Exception as error:

@@ -142,11 +142,14 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
         started = wait_for(lambda: len(running_children(store.db)) >= parallel and running_children(store.db),
                            process, START_TIMEOUT, f"{parallel} training child run(s)")
         members = [pid for pid, _ in group_members(process.pid)]
+        signalled = time.monotonic()
         if target == "group":
             os.killpg(process.pid, signum)
         else:
             os.kill(process.pid, signum)
         stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
+        print(f"\n{launcher} {signal.Signals(signum).name} to the {target}: stopped in "
+              f"{time.monotonic() - signalled:.1f}s")
     finally:
         if process.poll() is None:
             kill_group(process)
@@ -280,7 +283,10 @@ def test_sigint_to_single_runs_at_random_moments_ends_them_killed(tmp_path):
         process = start_cli([*LONG_JOB, f"seed={attempt}"], tmp_path)
         try:
             def running():
-                return db.exists() and "RUNNING" in statuses_sqlite(db).values()
+                try:
+                    return db.exists() and "RUNNING" in statuses_sqlite(db).values()
+                except sqlite3.OperationalError:  # the job is still creating the store
+                    return False
 
             wait_for(running, process, START_TIMEOUT, "a RUNNING run")
             time.sleep(rng.uniform(0.0, 2.0))
