@@ -161,6 +161,22 @@ def write() -> Iterator[None]:
     raise_pending()
 
 
+@contextmanager
+def last_words() -> Iterator[None]:
+    """The command's last step (a sweep's decision and its registry changes): a signal meanwhile is
+    ignored, so the step is never cut halfway; the command ends right after it anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STATE.depth += 1
+    try:
+        yield
+    finally:
+        STATE.depth -= 1
+        if not STATE.depth:
+            STATE.pending = False
+
+
 # -- the time limit ---------------------------------------------------------------------------------
 def _alarm(signum, frame) -> None:
     error = TimeLimitExceeded(f"time limit: the job ran past trainer.time_limit_seconds={STATE.time_limit:g}")

@@ -86,10 +86,11 @@ class SweepTracking(Callback):
         interrupts.STATE.before_raise = None
         leaving = sys.exc_info()[1]  # Hydra calls this hook in a `finally`
         died = []
-        if leaving is not None:  # stop what is left of the workers, close the runs they could not
-            died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
-        _ACTIVE = None
-        code = finish_sweep_safely(state, leaving)
+        with interrupts.last_words():  # the runs' closing, the decision, its registry changes: never cut
+            if leaving is not None:  # stop what is left of the workers, close the runs they could not
+                died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
+            _ACTIVE = None
+            code = finish_sweep_safely(state, leaving)
         if died and not isinstance(leaving, KeyboardInterrupt):
             # e.g. loky's TerminatedWorkerError: name the jobs rather than quote the executor
             names = "; ".join(f"#{d['job']} {d['run_name']} (run {d['run_id'][:8]})" for d in died)

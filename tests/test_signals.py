@@ -19,7 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, compose_config, pointed_at, run_job_in_process, store_runs
+from conftest import cli_env, compose_config, pointed_at, run_job_in_process, sqlite_uri, store_runs
 from sweep_fixtures import SweepStore, describe, run_sweep
 
 # Jobs that train long enough to be caught mid-training (many epochs, no early stop) and start fast.
@@ -116,6 +116,49 @@ def kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# -- the rules, in this process -------------------------------------------------------------------------
+@pytest.fixture
+def handlers():
+    """runner.interrupts' handlers installed in this process for one test, the previous ones restored."""
+    from runner import interrupts
+
+    interrupts.STATE.reset()
+    assert interrupts.install()
+    yield interrupts
+    interrupts.uninstall()
+
+
+def test_a_signal_inside_a_store_write_waits_for_the_end_of_the_write(tmp_path, handlers):
+    from runner.tracking import ExperimentTracker
+
+    tracker = ExperimentTracker("signals", sqlite_uri(tmp_path / "mlflow.db"))
+    run_id = tracker.start_run("write", activate=False)
+    original = tracker.client.log_batch
+
+    def log_batch(*args, **kwargs):  # the signal arrives at the start of the write, before the SQL runs
+        signal.raise_signal(signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    tracker.client.log_batch = log_batch
+    with pytest.raises(handlers.Terminated):
+        tracker.log_metrics({"loss": 1.5}, step=1)
+    tracker.client.log_batch = original
+    assert handlers.STATE.landed == ["write"]
+    tracker.end_run("KILLED")
+    run = tracker.client.get_run(run_id)
+    assert run.data.metrics == {"loss": 1.5} and run.info.status == "KILLED"  # written whole, then raised
+
+
+def test_a_worker_told_to_stop_between_jobs_takes_no_new_job(monkeypatch, handlers):
+    handlers.uninstall()
+    monkeypatch.setenv(handlers.MAIN_PID_ENV, "1")  # another process is the command's main process
+    assert handlers.install() and handlers.STATE.worker
+    signal.raise_signal(signal.SIGTERM)  # idle: raising here would kill a loky worker in its queue loop
+    assert handlers.STATE.stopping == signal.SIGTERM and handlers.STATE.landed == ["idle"]
+    with pytest.raises(handlers.Terminated):
+        handlers.refuse_if_stopping()
 
 
 # -- signals to sweeps --------------------------------------------------------------------------------
