@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -154,7 +155,9 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
         "runner.protocol": protocol_tag(config),
         "runner.registry_policy": ctx.registry_name,
         "mlflow.user": _user(),
-        "runner.pid": str(os.getpid()),  # lets a sweep's main process tell whose run a worker held
+        # where the job runs: a sweep's main process closes only runs whose process is gone from its machine
+        "runner.host": socket.gethostname(),
+        "runner.pid": str(os.getpid()),
         **git_state(Path(__file__).resolve().parent),
     }
     if os.environ.get(REPRODUCES_ENV):

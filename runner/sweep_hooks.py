@@ -243,6 +243,20 @@ def stop_workers(state: SweepState, grace_seconds: float | None = None) -> None:
         time.sleep(0.25)
 
 
+def _process_gone(run) -> bool:
+    """The run's process ran on this machine and has exited (a job on a cluster node is left alone: its
+    heartbeat tells, and `stale-runs --close` closes it if it is stale)."""
+    import socket
+
+    tags = run.data.tags
+    if tags.get("runner.host") != socket.gethostname():
+        return False
+    try:
+        return not interrupts.alive(int(tags["runner.pid"]))
+    except (KeyError, ValueError):
+        return False
+
+
 def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]:
     """The sweep ends early (an interrupt, a job or a worker that failed): stop the worker processes still
     there (SIGTERM, then SIGKILL after REAP_GRACE_SECONDS), then close the child runs left RUNNING, whose
@@ -258,7 +272,7 @@ def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]
             stop_workers(state)
         if (interrupted or orphans) and (left := _workers()):  # e.g. submitit's jobs, which outlive us
             interrupts.reap(left, REAP_GRACE_SECONDS)
-        orphans = running_children(state) if orphans else []
+        orphans = [r for r in running_children(state) if _process_gone(r)] if orphans else []
     except Exception as error:
         print(f"error: could not read the sweep's runs to close those left RUNNING: {error}", file=sys.stderr)
         return closed
