@@ -21,7 +21,6 @@ import argparse
 import functools
 import inspect
 import random
-import shutil
 import tempfile
 import threading
 import time
@@ -125,6 +124,17 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     return experiment_id, sweep_id, parent
 
 
+def copy_store(source: Path, destination: Path) -> None:
+    """A consistent copy of a SQLite store through SQLite's backup API: the store runs in WAL mode and
+    SQLAlchemy 2 keeps its pooled connections open, so recent writes may still sit in the `-wal` file,
+    which a plain file copy would miss."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(destination)) as dst:
+        src.backup(dst)
+
+
 def default_policy():
     from hydra import compose, initialize_config_module
 
@@ -182,7 +192,7 @@ def worker(sizes: list[int], reps: int) -> dict[str, Any]:
         seconds, calls, statements, codes, methods = [], [], [], [], {}
         for rep in range(reps):
             db = workdir / f"sweep-{n}-{rep}.db"
-            shutil.copyfile(template, db)
+            copy_store(template, db)
             elapsed, code = run_hook(db, *ids, policy, counter)
             seconds.append(elapsed)
             calls.append(counter.store_calls)

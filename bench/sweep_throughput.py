@@ -1,10 +1,14 @@
 """Sweep throughput (joblib with 2 workers against the basic launcher) and peak memory per worker.
 
-The same tiny 8-job grid runs as a real `python -m runner --multirun` command, each time in a fresh
-folder with a fresh embedded store, the launchers alternating (basic, joblib, then joblib, basic).
-Wall time is start to exit, post-sweep hook included. While a sweep runs, its process tree is sampled
-for each process's peak resident memory (VmHWM): with the basic launcher the jobs run in the main
-process; with joblib they run in loky worker processes.
+The same 8-job grid runs as a real `python -m runner --multirun` command, each time in a fresh folder
+with a fresh embedded store, the launchers alternating (basic, joblib, then joblib, basic). The full
+grid's jobs are of realistic size: the default LSTM on every training origin for 5 epochs (early stopping
+cannot end them sooner), about 20 s of training each on an idle core pair, forecaster logged. Wall time
+is start to exit, post-sweep hook included; the store then tells where the time went: the jobs' own
+training time (`train_seconds`), the rest of each job (start, data, scoring, logging), and the time
+before the first job's run existed (Hydra start-up, the parent run; with joblib also the workers' start).
+While a sweep runs, its process tree is sampled for each process's peak resident memory (VmHWM): with
+the basic launcher the jobs run in the main process; with joblib they run in loky worker processes.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from bench.report import Row, median, row
 SECTION = "sweep throughput"
 MEMORY = "peak memory"
 GOAL_RATIO = 1.6
-TINY = ["model=mlp", "epochs=2", "data.train_stride=8"]
-GRID = [*TINY, "lr=0.001,0.002,0.005,0.01", "seed=1,2"]  # 8 jobs
-QUICK_GRID = [*TINY, "lr=0.001,0.01", "seed=1,2"]  # 4 jobs
+REALISTIC = ["model=lstm", "epochs=5", "trainer.patience=100", "trainer.verbose=false"]
+GRID = [*REALISTIC, "lr=0.001,0.002,0.005,0.01", "seed=1,2"]  # 8 jobs of ~20 s training each
+QUICK_GRID = ["model=mlp", "epochs=2", "data.train_stride=8", "lr=0.001,0.01", "seed=1,2"]  # 4 tiny jobs
 LAUNCHERS = {
     "basic": [],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -40,14 +44,31 @@ def job_count(grid: list[str]) -> int:
     return count
 
 
-def run_sweep(launcher: str, grid: list[str], workdir: Path) -> Timed:
+def time_split(db: Path) -> dict[str, float]:
+    """Where a sweep's time went, from its store: summed training and per-job other time, and the time
+    from the parent run's start to the first job's (milliseconds in MLflow's tables)."""
+    with sqlite3.connect(db) as connection:
+        parent_start = connection.execute(
+            "SELECT r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'runner.sweep_role' AND t.value = 'parent'").fetchone()[0]
+        jobs = connection.execute(
+            "SELECT r.start_time, r.end_time, m.value FROM runs r JOIN latest_metrics m ON m.run_uuid = r.run_uuid "
+            "WHERE m.key = 'train_seconds'").fetchall()
+    train = sum(value for _, _, value in jobs)
+    job_wall = sum((end - start) / 1000 for start, end, _ in jobs)
+    return {"train": train, "other": (job_wall - train) / len(jobs),
+            "before_first_job": (min(start for start, _, _ in jobs) - parent_start) / 1000}
+
+
+def run_sweep(launcher: str, grid: list[str], workdir: Path) -> tuple[Timed, dict[str, float]]:
     folder = Path(tempfile.mkdtemp(prefix=f"sweep-{launcher}-", dir=workdir))
     result = timed([PYTHON, "-m", "runner", "--multirun", *grid, *LAUNCHERS[launcher]], folder, child_env(),
                    monitor_memory=True)
-    runs = finished_runs(folder / "outputs" / "mlflow.db")
+    db = folder / "outputs" / "mlflow.db"
+    runs = finished_runs(db)
     if runs != job_count(grid) + 1:  # every job and the parent
         raise RuntimeError(f"{launcher} sweep left {runs} FINISHED runs, expected {job_count(grid) + 1}")
-    return result
+    return result, time_split(db)
 
 
 BUSY_LOOP = "sum(i * i for i in range(20_000_000))"  # about a second of one core
@@ -79,14 +100,16 @@ def _is_worker(command: str) -> bool:
 def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
     jobs = job_count(grid)
     seconds: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
+    splits: dict[str, list[dict[str, float]]] = {name: [] for name in LAUNCHERS}
     memory: dict[str, list[float]] = {"basic main": [], "joblib main": [], "joblib worker": []}
     cores: list[float] = []
     names = list(LAUNCHERS)
     for r in range(rounds):
         cores.append(available_cores(workdir))
         for launcher in (names if r % 2 == 0 else names[::-1]):
-            result = run_sweep(launcher, grid, workdir)
+            result, split = run_sweep(launcher, grid, workdir)
             seconds[launcher].append(result.seconds)
+            splits[launcher].append(split)
             memory[f"{launcher} main"].append(result.peak_rss_mb.get(result.root_pid, 0.0))
             if launcher == "joblib":
                 memory["joblib worker"] += [mb for pid, mb in result.peak_rss_mb.items()
@@ -101,6 +124,13 @@ def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
             median(ratios) >= GOAL_RATIO),
         row(SECTION, "cores free for the bench (2 busy loops vs 1)", cores, "cores",
             "measured before each round; a 2-worker speed-up cannot exceed it"),
+        *[row(SECTION, f"{name}: training, summed over the {jobs} jobs", [s["train"] for s in splits[name]], "s",
+              "train_seconds of every job") for name in LAUNCHERS],
+        *[row(SECTION, f"{name}: per job, besides training", [s["other"] for s in splits[name]], "s",
+              "start, data, scoring, plots, model logging") for name in LAUNCHERS],
+        *[row(SECTION, f"{name}: before the first job's run", [s["before_first_job"] for s in splits[name]], "s",
+              "after the parent run: sweeper, launcher" + (", workers importing TF" if name == "joblib" else ""))
+          for name in LAUNCHERS],
         row(MEMORY, "basic launcher: the process running the jobs", memory["basic main"], "MB",
             f"peak RSS (VmHWM), {jobs} jobs in one process"),
         row(MEMORY, "joblib: each worker process", memory["joblib worker"], "MB",

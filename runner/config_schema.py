@@ -1,6 +1,7 @@
 """The schema of a composed config and its validation, with one-line errors naming the key.
 
-Validation runs before anything expensive: no TensorFlow, no MLflow, no run in the store. Merging the
+Validation runs before anything expensive: no TensorFlow, no run in the store. Its last step reads the
+data file and checks it by the series rules (runner.series.check_data). Merging the
 composed config into these dataclasses rejects unknown keys (also `+lrr=0.1`, which Hydra accepts) and
 wrong types; `__post_init__` checks ranges. Model keys are checked against the `Params` dataclass of the
 model's own builder module, so a builder's arguments are declared once.
@@ -12,6 +13,9 @@ import dataclasses
 import importlib
 import math
 import os
+import posixpath
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,24 @@ MODES = ("min", "max")
 # weeks' scores are reported but never chosen by: choosing by them would make every test number a lie.
 POLICY_METRICS = ("val_mape", "val_rmse", "val_mae", "best_val_loss", "best_epoch", "train_seconds")
 ALLOWED_STAGES = ("Staging", "Production")
+# Every policy metric is an error, a loss, an epoch or a duration: never negative (a gate `< 0` never passes).
+NON_NEGATIVE_METRICS = POLICY_METRICS
+# What MLflow 3.17 refuses in registry names (mlflow.utils.validation and the registry stores), mirrored
+# here so that a policy fails at validation, before a sweep trains, instead of half-way through its
+# decision. MLflow itself is not imported: validating a config stays light. tests/test_policy.py checks
+# these rules against MLflow's own validators, so an MLflow upgrade that changes them is noticed.
+ALIAS_PATTERN = re.compile(r"^[\w\-]+$")  # _REGISTERED_MODEL_ALIAS_REGEX (an empty alias is refused too)
+VERSION_ALIAS_PATTERN = re.compile(r"^[vV]\d+$")  # _REGISTERED_MODEL_ALIAS_VERSION_REGEX: reserved
+MAX_ALIAS_LENGTH = 255  # MAX_REGISTERED_MODEL_ALIAS_LENGTH
+# The registered_models.name column is String(256) (PostgreSQL refuses longer), and on a tracking server the
+# promotion lock is a registered model named `<model_name>.promotion-lock` (runner.locks.LOCK_SUFFIX).
+MAX_MODEL_NAME_LENGTH = 256 - len(".promotion-lock")
+MODEL_NAME_FORBIDDEN = {
+    "/": "MLflow refuses it (models:/<name>/<version> URIs split there)",
+    ":": "MLflow refuses it",
+    "%": "MLflow's file registry store refuses it",
+    "@": "models:/<name>@<alias> URIs and the registry command line split there",
+}
 
 
 class ConfigError(ValueError):
@@ -123,6 +145,39 @@ class TrackingConfig:
             _fail("tracking.heartbeat_seconds", f"must be > 0; got {self.heartbeat_seconds}")
 
 
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow (or the runner's registry command line) would refuse `alias`; None when it is fine."""
+    if alias == "":
+        return "must not be empty (null: no alias)"
+    if not ALIAS_PATTERN.match(alias):
+        return f"may only contain letters, digits, '_' and '-' (MLflow's rule); got {alias!r}"
+    if len(alias) > MAX_ALIAS_LENGTH:
+        return f"must be at most {MAX_ALIAS_LENGTH} characters (MLflow's limit); got {len(alias)}"
+    if alias.lower() == "latest":
+        return f"{alias!r} is reserved by MLflow ('latest' in any case: the newest version)"
+    if VERSION_ALIAS_PATTERN.match(alias):
+        return f"{alias!r} is reserved by MLflow ('v' and digits name a version, as in models:/<name>@v3)"
+    if alias.isdigit():
+        return f"{alias!r} would be read as a version number by the registry command line"
+    return None
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why MLflow (or the runner's registry command line) would refuse a registered model `name`."""
+    if not name.strip():
+        return "must not be empty"
+    for char, why in MODEL_NAME_FORBIDDEN.items():
+        if char in name:
+            return f"must not contain {char!r}: {why}; got {name!r}"
+    normalised = posixpath.normpath(name)
+    if normalised != name or normalised == "." or normalised.startswith(".."):
+        return f"must not be '.' or start with '..' (MLflow treats registry names as paths); got {name!r}"
+    if len(name) > MAX_MODEL_NAME_LENGTH:
+        return (f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit of 256, less the "
+                f"'.promotion-lock' suffix of the promotion lock's name); got {len(name)}")
+    return None
+
+
 @dataclass
 class Gate:
     metric: str = "val_mape"
@@ -148,6 +203,16 @@ class AliasRule:
     winner: str | None = "challenger"
     promoted: str | None = "champion"
 
+    def __post_init__(self):
+        for key in ("winner", "promoted"):
+            value = getattr(self, key)
+            problem = None if value is None else alias_problem(value)
+            if problem:
+                _fail(f"registry.aliases.{key}", problem)
+        if self.winner is not None and self.promoted is not None and self.winner.lower() == self.promoted.lower():
+            _fail("registry.aliases.promoted", f"must differ from registry.aliases.winner ({self.winner!r}, case "
+                  "aside): one alias cannot mark both the sweep's winner and the champion (null: no alias)")
+
 
 @dataclass
 class StageRule:
@@ -160,6 +225,9 @@ class StageRule:
             value = getattr(self, key)
             if value is not None:
                 _one_of(f"registry.stages.{key}", value, ALLOWED_STAGES)
+        if self.winner is not None and self.winner == self.promoted:
+            _fail("registry.stages.promoted", f"must differ from registry.stages.winner ({self.winner!r}): every "
+                  "winner would land in the champion's stage (null: no stage)")
 
 
 @dataclass
@@ -174,8 +242,9 @@ class Policy:
     on_no_winner: str = "keep"  # keep | fail
 
     def __post_init__(self):
-        if not self.model_name.strip():
-            _fail("registry.model_name", "must not be empty")
+        problem = model_name_problem(self.model_name)
+        if problem:
+            _fail("registry.model_name", problem)
         check_policy_metric("registry.metric", self.metric)
         _one_of("registry.mode", self.mode, MODES)
         for i, gate in enumerate(self.gates):
@@ -183,13 +252,36 @@ class Policy:
             _one_of(f"registry.gates.{i}.op", gate.op, GATE_OPS)
             if not math.isfinite(gate.value):
                 _fail(f"registry.gates.{i}.value", f"must be a finite number; got {gate.value}")
+        _check_gates_can_pass(self.gates)
         _one_of("registry.on_no_winner", self.on_no_winner, ("keep", "fail"))
-        if self.aliases.winner and self.aliases.winner == self.aliases.promoted:
-            _fail("registry.aliases", "winner and promoted must be different aliases")
+        if self.mode == "min" and self.champion.min_relative_improvement >= 1:
+            _fail("registry.champion.min_relative_improvement",
+                  f"must be below 1 with mode=min (a fraction of the champion's value: 0.02 is 2%; 1 or more "
+                  f"asks for a score of 0 or less); got {self.champion.min_relative_improvement}")
 
     @property
     def optuna_direction(self) -> str:
         return "minimize" if self.mode == "min" else "maximize"
+
+
+def _check_gates_can_pass(gates: list[Gate]) -> None:
+    """Refuse gates no run can ever pass: a bound below 0 on a metric that is never negative, or gates on
+    one metric whose ranges do not meet (`val_mape < 2` and `val_mape > 5`)."""
+    ranges: dict[str, tuple[float, bool, float, bool, int]] = {}  # metric -> low, low open, high, high open, gate
+    for i, gate in enumerate(gates):
+        low, low_open, high, high_open, first = ranges.get(gate.metric, (-math.inf, True, math.inf, True, i))
+        if gate.op in ("<", "<="):
+            if gate.value < high or (gate.value == high and gate.op == "<"):
+                high, high_open = gate.value, gate.op == "<"
+        elif gate.value > low or (gate.value == low and gate.op == ">"):
+            low, low_open = gate.value, gate.op == ">"
+        if gate.metric in NON_NEGATIVE_METRICS and (high < 0 or (high == 0 and high_open)):
+            _fail(f"registry.gates.{i}", f"{gate.metric} is never negative, so `{gate.op} {gate.value:g}` can never "
+                  "pass")
+        if low > high or (low == high and (low_open or high_open)):
+            _fail(f"registry.gates.{i}", f"`{gate.metric} {gate.op} {gate.value:g}` can never pass together with "
+                  f"registry.gates.{first} (no value of {gate.metric} meets both)")
+        ranges[gate.metric] = (low, low_open, high, high_open, first)
 
 
 def check_policy_metric(key: str, metric: str) -> None:
@@ -246,11 +338,18 @@ def unknown_key_message(key: str, schema: type = None) -> str:
     return f"{key}: unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
 
 
+CONVERSION_ERROR = re.compile(r"^Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<kind>\w+)")
+KINDS = {"Float": "a number", "Integer": "a whole number", "Boolean": "true or false", "String": "a string"}
+
+
 def _format_omegaconf_error(error: OmegaConfBaseException, schema: type) -> str:
     key = getattr(error, "full_key", None) or "config"
     message = str(getattr(error, "msg", None) or error).splitlines()[0]
     if isinstance(error, ConfigKeyError):
         return unknown_key_message(key, schema)
+    conversion = CONVERSION_ERROR.match(message)
+    if conversion:  # "Value 'abc' of type 'str' could not be converted to Float" says nothing of what is allowed
+        return f"{key}: must be {KINDS.get(conversion['kind'], conversion['kind'])}; got {conversion['value']!r}"
     return f"{key}: {message}"
 
 
@@ -269,8 +368,38 @@ def _structured(schema: type, values: DictConfig | dict, prefix: str = "") -> An
     except ConfigError:
         raise
     except OmegaConfBaseException as error:
-        message = _format_omegaconf_error(error, schema)
+        message = _list_item_error(schema, values) or _format_omegaconf_error(error, schema)
         raise ConfigError(f"{prefix}{message}") from None
+    except (ValueError, TypeError) as error:
+        # A builder's Params checks its ranges with a plain ValueError ("model.dropout: must be in [0, 1)"):
+        # a config error like any other (exit 2), not a failed job.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if prefix and not message.startswith(prefix):
+            message = f"{prefix.rstrip('.')}: {message}"
+        raise ConfigError(message) from None
+
+
+def _list_item_error(schema: type, values: Any, path: str = "") -> str | None:
+    """The error of the first bad item of a list of dataclasses (`registry.gates`), named with its index.
+    OmegaConf checks list items detached from their parent, so its own error names only `value`."""
+    if not dataclasses.is_dataclass(schema) or not isinstance(values, dict | DictConfig):
+        return None
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        value = values.get(f.name)
+        hint = hints.get(f.name)
+        item = (typing.get_args(hint) or [None])[0] if typing.get_origin(hint) is list else None
+        if dataclasses.is_dataclass(item) and isinstance(value, list | ListConfig):
+            for i, element in enumerate(value):
+                try:
+                    OmegaConf.merge(OmegaConf.structured(item), element)
+                except OmegaConfBaseException as error:
+                    return f"{path}{f.name}.{i}.{_format_omegaconf_error(error, item)}"
+        elif dataclasses.is_dataclass(hint):
+            found = _list_item_error(hint, value, f"{path}{f.name}.")
+            if found:
+                return found
+    return None
 
 
 TRUSTED_MODULES_ENV = "RUNNER_TRUSTED_MODULES"  # comma-separated module prefixes of a team's own builders
@@ -332,6 +461,11 @@ def validate(cfg: DictConfig) -> Validated:
         _fail("data.features", "model=seasonal needs 'recent' and 'lags'")
     if name == "seasonal" and config.data.window < 48:
         _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
+    # Last, once every key is known good: the data file itself, read once (the job reuses the parse).
+    # Imports pandas, never TensorFlow or MLflow.
+    from runner import series
+
+    series.check_data(config.data)
     return Validated(config=config, model_params=params, builder=str(target))
 
 

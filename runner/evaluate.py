@@ -10,7 +10,8 @@ The model is loaded as a user would load it (mlflow.pyfunc.load_model of `models
 `models:/NAME/V`, or the run's logged forecaster) and forecasts from exactly the 1297 origins whose
 whole next day lies in weeks 9-12 (o = 2687..3983), lead times 1..48. It prints the MAPE per lead time
 and its mean beside the weekly and daily seasonal-naive forecasts, computed here on the same origins
-(2.16% and 5.90% mean MAPE on this set).
+(2.16% and 5.90% mean MAPE on this set). `--data CSV` scores on weeks 9-12 of another file in the same
+layout, checked by the same rules as `data.path` before the model is loaded.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 
 from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
 
-# The protocol (DESIGN.md): 8 weeks before the test weeks, 4 test weeks, a day ahead.
+# The protocol: weeks 1-7 train, week 8 validation (early stopping, model selection), weeks 9-12 test,
+# forecasts a day (48 half-hours) ahead; these origins are the test weeks' of runner.series.split_origins.
 TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS = 7, 1, 4
 FIRST_ORIGIN, LAST_ORIGIN, N_ORIGINS = 2687, 3983, 1297
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -79,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", help="the registered model's version (with --model NAME)")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME@ALIAS",
                         help="another registered model (NAME@alias or NAME/version) scored beside it; repeatable")
+    parser.add_argument("--data", type=Path, metavar="CSV",
+                        help="the series to score on (timestamp,demand_mw, at least 12 weeks; default: the shipped "
+                             "UK demand series); checked like data.path before anything is loaded")
     parser.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="also save MAPE by lead time as a PNG")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -97,10 +102,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--version: must be a number; got {args.version!r}")
     elif args.version is not None:
         parser.error("--version: only with --model NAME")
+    for reference in args.reference:
+        if reference_parts(reference) is None:
+            parser.error(f"--reference: give NAME@alias or NAME/version; got {reference!r}")
     return args
 
 
-def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
+def reference_parts(reference: str) -> tuple[str, str] | None:
+    """(name, "@alias" or version number) of a --reference, None when it is neither form."""
+    name, at, alias = reference.partition("@")
+    if at:
+        return (name, f"@{alias}") if name and alias else None
+    name, slash, version = reference.rpartition("/")
+    return (name, version) if slash and name and version.isdigit() else None
+
+
+def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, dict[str, str]]:
     """(model URI to load, a label, the source run's tags) of the requested model; RunnerError when
     the model, version, alias or run does not exist."""
     from mlflow.exceptions import MlflowException
@@ -108,7 +125,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
     from runner.errors import RunNotFound
     from runner.registry import ModelRegistry
 
-    registry = ModelRegistry(args.tracking_uri)
+    registry = registry or ModelRegistry(args.tracking_uri)
     if args.model is not None:
         name, _, alias = args.model.partition("@")
         if alias:
@@ -128,6 +145,14 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
         raise RunNotFound(f"run {args.run} has no logged forecaster (no {FORECASTER_URI_TAG} tag; "
                           "was it run with tracking.log_model=false?)")
     return uri, f"run {args.run[:8]} {run.info.run_name or ''}".strip(), dict(run.data.tags)
+
+
+def resolve_reference(registry, reference: str) -> str:
+    """The model URI of a --reference (NAME@alias or NAME/version); RunnerError when the model, alias
+    or version does not exist, so that a typo stops the command before anything is scored."""
+    name, which = reference_parts(reference)
+    registry.resolve_version(name, which)
+    return f"models:/{reference}"
 
 
 def _run_tags(client, run_id: str | None) -> dict[str, str]:
@@ -187,12 +212,23 @@ def _unwrap(model):
         return None
 
 
-def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: bool = False) -> Evaluation:
-    from runner import evaluation, series
+def read_data(path: Path | None):
+    """The checked series (runner.series rules, enough weeks for the protocol); SeriesError names --data."""
+    from runner import series
+
+    path = series.resolve_path(str(path) if path else None)
+    loaded = series.read_series(path, key="--data")
+    series.check_split(len(loaded.frame), TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS, f"--data: {path}", "the protocol")
+    return path, loaded
+
+
+def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: bool = False,
+             data: Path | None = None) -> Evaluation:
+    from runner import evaluation
     from runner.forecaster import HORIZON, WEEK
 
-    path = series.shipped_series_path()
-    frame = series.load_series(path)
+    path, loaded = read_data(data)
+    frame = loaded.frame.copy()
     values = frame["demand_mw"].to_numpy()
     min_history = getattr(getattr(_unwrap(model), "prep", None), "min_history", WEEK)
     origins = protocol_origins(len(values), min_history)
@@ -200,7 +236,7 @@ def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: 
     scores = evaluation.score(forecast(model, frame, origins, per_origin), actual)
     weekly = evaluation.score(evaluation.seasonal_naive(values, origins, WEEK), actual)
     daily = evaluation.score(evaluation.seasonal_naive(values, origins, HORIZON), actual)
-    fingerprint = series.fingerprint(path)
+    fingerprint = loaded.fingerprint
     notes = []
     trained_on = run_tags.get("runner.data_fingerprint")
     if trained_on and trained_on != fingerprint:
@@ -250,10 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from runner.config_schema import ConfigError
     from runner.errors import RunnerError
 
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         print(f"error: --plot: must be a .png path; got {args.plot}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        read_data(args.data)  # before the store, the model and TensorFlow: a bad file costs nothing
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         from runner.tracking import check_reachable, resolve_store, sqlite_path
@@ -264,12 +306,17 @@ def main(argv: list[str] | None = None) -> int:
             raise RunnerError(f"no tracking store at {database}; pass --tracking-uri or set MLFLOW_TRACKING_URI")
         check_reachable(store)
         tracking_uri = store.tracking_uri
-        uri, label, tags = resolve_model(args)
+        from runner.registry import ModelRegistry
+
+        registry = ModelRegistry(tracking_uri)
+        # every model named on the command line exists before the first is loaded (Keras) and scored
+        uri, label, tags = resolve_model(args, registry)
+        references = {reference: resolve_reference(registry, reference) for reference in args.reference}
         model = load_forecaster(uri, tracking_uri)
-        result = evaluate(model, uri, label, tags, per_origin=args.per_origin)
-        for reference in args.reference:
-            ref_uri = f"models:/{reference}"
-            scored = evaluate(load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin)
+        result = evaluate(model, uri, label, tags, per_origin=args.per_origin, data=args.data)
+        for reference, ref_uri in references.items():
+            scored = evaluate(load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin,
+                              data=args.data)
             result.references[reference] = scored.model_by_lead
     except RunnerError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """Features, scaling and the logged forecaster: everything a trained network needs at inference.
 
 This module is deliberately self-contained (numpy, pandas, mlflow and keras only, no imports from
-the rest of the package): MLflow ships this very file with every logged forecaster
-("models from code"), so the forecaster loads and predicts where this package is not installed.
-Training builds its arrays with the same functions, so training and serving cannot drift.
+the rest of the package): MLflow ships this very file with every logged forecaster ("models from
+code"), so the forecaster loads and predicts where this package is not installed. Training builds its
+arrays with the same functions, so training and serving cannot drift. The rules every demand history
+must meet (check_series) live here too: the runner checks its data files and the forecaster its input
+by the same function.
 """
 
 from __future__ import annotations
@@ -125,8 +127,122 @@ class HistoryError(ValueError):
     """The history handed to the forecaster cannot be forecast from."""
 
 
+# The timestamps this module reads from text: ISO 8601 dates with a time, `T` or a space between them,
+# seconds optional, no UTC offset. Day-first or month-first dates (05/06/2000) are ambiguous: refused,
+# never guessed.
+TIMESTAMP_PATTERN = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+TIMESTAMP_FORMATS = "ISO 8601 without a UTC offset, like 2000-06-05T00:30:00 or 2000-06-05 00:30"
+
+
+class SeriesFault(ValueError):
+    """The first rule a demand history breaks: what is wrong, and at which row (0-based position)."""
+
+    def __init__(self, problem: str, position: int | None = None, shown: str = ""):
+        super().__init__(problem if position is None else f"{problem} at row {position + 1} ({shown})")
+        self.problem, self.position, self.shown = problem, position, shown
+
+
+def _duration(delta: pd.Timedelta) -> str:
+    minutes = int(abs(delta) / pd.Timedelta(minutes=1))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    return " ".join(p for p in parts if p) or f"{abs(delta).total_seconds():g} s"
+
+
+def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> pd.DataFrame:
+    """The rules every demand history must meet, for a training file and a forecaster's input alike.
+
+    Timestamps: datetimes, or text in TIMESTAMP_FORMATS; unique, ascending, exactly STEP apart (no gap,
+    no jump). Demand: numbers (whole MW are fine), finite, and > 0: zero or negative national demand is a
+    meter fault, and MAPE divides by it. At least `min_rows` rows. Returns the frame as the features read
+    it (datetime64 timestamps, float64 MW, positions 0..n-1); raises SeriesFault naming the first row
+    that breaks a rule (rules in the order above: a file with a duplicate and a bad value reports the
+    duplicate).
+    """
+    timestamp = pd.Series(timestamp).reset_index(drop=True)
+    demand = pd.Series(demand).reset_index(drop=True)
+
+    def shown(i: int) -> str:
+        return f"{timestamp.iloc[i]}, {demand.iloc[i]}"
+
+    def first(mask) -> int:
+        return int(np.flatnonzero(np.asarray(mask))[0])
+
+    if len(timestamp) == 0:
+        raise SeriesFault("has no rows" + (f"; this model needs at least {min_rows}" if min_rows else ""))
+    # -- timestamps ---------------------------------------------------------------------------------
+    if pd.api.types.is_datetime64_any_dtype(timestamp):
+        times = timestamp
+    else:
+        missing = timestamp.isna() | (timestamp.astype(str).str.strip() == "")
+        if missing.any():
+            raise SeriesFault("timestamp is empty", first(missing), shown(first(missing)))
+        text = timestamp.astype(str).str.strip()
+        wrong = ~text.str.fullmatch(TIMESTAMP_PATTERN)
+        if wrong.any():
+            i = first(wrong)
+            raise SeriesFault(f"timestamp {text.iloc[i]!r} is not in the expected format, {TIMESTAMP_FORMATS} "
+                              "(day-first dates such as 05/06/2000 are ambiguous and not guessed)", i, shown(i))
+        times = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        if times.isna().any():
+            i = first(times.isna())
+            raise SeriesFault(f"timestamp {text.iloc[i]!r} is not a real date and time", i, shown(i))
+    if times.isna().any():
+        raise SeriesFault("timestamp is empty", first(times.isna()), shown(first(times.isna())))
+    repeated = times.duplicated()
+    if repeated.any():
+        i = first(repeated)
+        earlier = first(times.iloc[:i] == times.iloc[i])
+        what = "the whole row repeats" if str(demand.iloc[i]) == str(demand.iloc[earlier]) else "timestamp repeats"
+        raise SeriesFault(f"{what} row {earlier + 1}: timestamps must be unique", i, shown(i))
+    steps = times.diff()
+    backwards = steps < pd.Timedelta(0)
+    if backwards.any():
+        i = first(backwards)
+        raise SeriesFault(f"timestamps are not sorted ascending: {times.iloc[i]} comes after the later "
+                          f"{times.iloc[i - 1]}", i, shown(i))
+    irregular = steps.iloc[1:] != STEP
+    if irregular.any():
+        i = first(irregular) + 1
+        step = steps.iloc[i]
+        lost = int(step / STEP) - 1
+        kind = (f"a step of {_duration(step)}, off the 30-minute grid" if step % STEP
+                else f"a gap or jump of {_duration(step)} ({lost} half-hour{'s' if lost != 1 else ''} missing)")
+        raise SeriesFault(f"timestamps are not regular half-hours: {kind} after {times.iloc[i - 1]}; "
+                          "expected one row every 30 minutes", i, shown(i))
+    # -- demand ---------------------------------------------------------------------------------------
+    if pd.api.types.is_bool_dtype(demand) or not pd.api.types.is_numeric_dtype(demand):
+        text = demand.astype(str).str.strip()
+        empty = demand.isna() | (text == "")
+        if empty.any():
+            raise SeriesFault("demand_mw is empty", first(empty), shown(first(empty)))
+        values = pd.to_numeric(text, errors="coerce")
+        nan_text = text.str.lower().isin(["nan", "+nan", "-nan"])
+        unreadable = values.isna() & ~nan_text
+        if unreadable.any():
+            i = first(unreadable)
+            raise SeriesFault(f"demand_mw {text.iloc[i]!r} is not a number (MW)", i, shown(i))
+    else:
+        values = demand
+    values = values.astype("float64")
+    not_finite = ~np.isfinite(values.to_numpy())
+    if not_finite.any():
+        i = first(not_finite)
+        raise SeriesFault(f"demand_mw is {values.iloc[i]}, not a finite number", i, shown(i))
+    not_positive = values.to_numpy() <= 0
+    if not_positive.any():
+        i = first(not_positive)
+        raise SeriesFault(f"demand_mw must be > 0 MW, got {values.iloc[i]:g}: zero or negative national demand "
+                          "is a meter fault, and MAPE (which divides by demand) would be infinite", i, shown(i))
+    if len(times) < min_rows:
+        raise SeriesFault(f"has {len(times)} rows; this model needs at least {min_rows}")
+    return pd.DataFrame({"timestamp": times, "demand_mw": values})
+
+
 def check_history(history: pd.DataFrame, min_history: int) -> pd.DataFrame:
-    """Validate a history frame: the right columns, regular half-hours, no gaps, long enough."""
+    """Validate a history frame by the rules of check_series: the right columns, regular half-hours,
+    finite positive demand, long enough."""
     if not isinstance(history, pd.DataFrame):
         raise HistoryError(f"history must be a pandas DataFrame, got {type(history).__name__}")
     missing = {"timestamp", "demand_mw"} - set(history.columns)
@@ -134,22 +250,10 @@ def check_history(history: pd.DataFrame, min_history: int) -> pd.DataFrame:
         raise HistoryError(
             f"history is missing column(s) {sorted(missing)}; expected 'timestamp' and 'demand_mw'"
         )
-    frame = pd.DataFrame(
-        {
-            "timestamp": pd.to_datetime(history["timestamp"]),
-            "demand_mw": pd.to_numeric(history["demand_mw"], errors="coerce").astype("float64"),
-        }
-    ).reset_index(drop=True)
-    if len(frame) < min_history:
-        raise HistoryError(f"history has {len(frame)} rows; this model needs at least {min_history}")
-    if frame["demand_mw"].isna().any():
-        raise HistoryError("history has missing or non-numeric demand_mw values")
-    steps = frame["timestamp"].diff().iloc[1:]
-    irregular = steps[steps != STEP]
-    if len(irregular):
-        at = frame["timestamp"].iloc[irregular.index[0]]
-        raise HistoryError(f"history is not regular half-hours: a gap or misordering before {at}")
-    return frame
+    try:
+        return check_series(history["timestamp"], history["demand_mw"], min_rows=min_history)
+    except SeriesFault as fault:
+        raise HistoryError(f"history {fault}") from None
 
 
 def forecast_origins(network, prep: Preprocessing, frame: pd.DataFrame, origins: np.ndarray) -> np.ndarray:
@@ -161,8 +265,14 @@ def forecast_origins(network, prep: Preprocessing, frame: pd.DataFrame, origins:
     return to_megawatts(predictions, level, prep.scale)
 
 
-try:  # the pyfunc wrapper needs mlflow; the feature functions above do not
+# The pyfunc wrapper needs mlflow; the feature functions and checks above do not. The runner imports this
+# module as `runner.forecaster` for them (config validation among others) and skips the wrapper, which
+# would cost an MLflow import (1.5 s); MLflow runs the file under another name to log or load a model.
+try:
+    if __name__ == "runner.forecaster":
+        raise ImportError("the runner's own import: no pyfunc wrapper needed")
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
     class DemandForecaster(mlflow.pyfunc.PythonModel):
         """Day-ahead forecaster: a history of half-hourly demand in, the next 48 half-hours out."""
@@ -174,12 +284,38 @@ try:  # the pyfunc wrapper needs mlflow; the feature functions above do not
             self.network = keras.models.load_model(context.artifacts["network"], compile=False)
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            frame = check_history(model_input, self.prep.min_history)
+            """The next HORIZON half-hours after a history of `timestamp` (datetimes or ISO 8601 strings)
+            and `demand_mw` (MW, integer or float); MlflowException INVALID_PARAMETER_VALUE when the
+            history cannot be forecast from, its message saying why."""
+            frame = self._history(model_input)
             origin = np.array([len(frame) - 1])
             forecast = forecast_origins(self.network, self.prep, frame, origin)[0]
             start = frame["timestamp"].iloc[-1] + STEP
             times = pd.date_range(start, periods=HORIZON, freq=STEP)
             return pd.DataFrame({"timestamp": times, "forecast_mw": forecast})
+
+        def _history(self, model_input) -> pd.DataFrame:
+            # The logged signature declares no input schema (runner/model_logging.py says why), so MLflow
+            # hands every input over as it came: a DataFrame from Python and `mlflow models predict`; a
+            # DataFrame, a dict of columns or a list of records from the scoring server. One set of rules
+            # (check_history) then judges them all.
+            if isinstance(model_input, (dict, list)):  # columns, or records
+                try:
+                    model_input = pd.DataFrame(model_input)
+                except ValueError:
+                    pass  # check_history names the type it got
+            try:
+                return check_history(model_input, self.prep.min_history)
+            except (ValueError, TypeError) as error:  # HistoryError, or a timestamp pandas cannot parse
+                # MLflow's scoring server answers an MlflowException with its error code's HTTP status
+                # (INVALID_PARAMETER_VALUE: 400) and the message in the body's `message`; any other
+                # exception becomes a generic "unexpected error" with the reason only in a stack trace.
+                if isinstance(error, HistoryError):
+                    message = str(error)
+                else:  # pandas' own message: its first line, without the advice that follows
+                    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    message = f"history cannot be read: {first.removesuffix(' You might want to try:')}"
+                raise MlflowException.invalid_parameter_value(message) from error
 
         def forecast_many(self, history: pd.DataFrame, origins) -> np.ndarray:
             """Forecasts from many origins (row positions in `history`) in one batch, in MW."""
@@ -190,5 +326,5 @@ try:  # the pyfunc wrapper needs mlflow; the feature functions above do not
             return forecast_origins(self.network, self.prep, frame, origins)
 
     mlflow.models.set_model(DemandForecaster())
-except ImportError:  # pragma: no cover - feature code used without mlflow
+except ImportError:  # feature code used by the runner, or without mlflow
     pass

@@ -1,7 +1,8 @@
 """One job: a validated config in, one tracked MLflow run out, the objective metric returned.
 
-    validate -> resolve the store (fail fast) -> load data -> start run -> params, config artifacts
-    -> fit (one batched metric call per epoch) -> score val and test weeks -> plots, model -> end run
+    validate (reads and checks the data file) -> resolve the store (fail fast) -> start run -> params,
+    config artifacts -> fit (one batched metric call per epoch) -> score val and test weeks (all finite,
+    or the run fails) -> plots, model -> end run
 
 Every way out of a started run ends it: FINISHED, FAILED (traceback attached) or KILLED (Ctrl-C,
 SIGTERM). A process killed with SIGKILL cannot end its run; the run's heartbeat tag tells it is stale.
@@ -136,21 +137,23 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult:
     """Train, evaluate and track one config. Raises on failure after ending the run FAILED/KILLED."""
+    from runner import series
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
     config = validated.config
     started = time.perf_counter()
+    # The parse validation made (or a fresh one, checked again, if the file changed since): before the
+    # store is opened, so a file that went bad leaves no run.
+    data = series.check_data(config.data)
+    data_path = series.resolve_path(config.data.path)
     store = resolve_store(config.tracking.uri, ctx.base_dir / config.tracking.store_dir)
     check_reachable(store)
 
-    from runner import series
-
-    data_path = series.resolve_path(config.data.path)
     tags = {
         "runner.model": cfg.model.name,
         "runner.version": __version__,
         "runner.overrides": " ".join(redact_overrides(ctx.overrides)),
-        "runner.data_fingerprint": series.fingerprint(data_path),
+        "runner.data_fingerprint": data.fingerprint,
         "runner.data_file": data_path.name,
         "runner.protocol": protocol_tag(config),
         "runner.registry_policy": ctx.registry_name,
@@ -175,15 +178,13 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     # handlers for the whole command, a sweep's worker keeps them, a library caller gets its own back
     installed_here = interrupts.install() and not interrupts.STATE.worker
     try:
-        return _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data_path, store, started)
+        return _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started)
     finally:
         if installed_here:
             interrupts.uninstall()
 
 
-def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data_path, store, started):
-    from runner import series
-
+def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started):
     interrupts.refuse_if_stopping()  # a worker told to stop starts no new run
     state = interrupts.STATE
     # From here to the end, the `state.closing = ...` lines are plain assignments on purpose: no signal
@@ -199,8 +200,7 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
         state.job, state.closing = True, False
         interrupts.raise_pending()  # a signal that came while the run was being created
         with interrupts.time_limit(config.trainer.time_limit_seconds):
-            frame = series.load_series(data_path)
-            metrics = _train_and_log(cfg, validated, ctx, tracker, frame)
+            metrics = _train_and_log(cfg, validated, ctx, tracker, data.frame.copy())
             state.closing = True
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -246,6 +246,31 @@ def _set_reason(tracker, reason: str) -> None:
         tracker.set_tag(FAILURE_REASON_TAG, reason)
     except Exception as error:  # the original failure matters more than this one
         log.debug("could not tag the failure reason: %s", error)
+
+
+class NonFiniteMetric(RuntimeError):
+    """A score came out NaN or infinite: it is not logged, and the run ends FAILED."""
+
+
+def check_finite(metrics: dict[str, float], mape_by_lead, forecasts, trained: bool) -> None:
+    """Refuse to report a NaN or infinite score as a result. Only a network that trained can diverge;
+    one that trained nothing (model=naive) got its non-finite score from the data."""
+    import numpy as np
+
+    from runner.training import DivergedError
+
+    bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if not np.isfinite(mape_by_lead).all():
+        bad.append("test_mape_by_lead")
+    if not bad:
+        return
+    forecasts_finite = all(np.isfinite(f).all() for f in forecasts)
+    if trained and not forecasts_finite:
+        raise DivergedError(f"{', '.join(bad)} not finite: the network's forecasts are not finite numbers "
+                            "(the network diverged; try a smaller lr)")
+    source = "the forecasts" if not forecasts_finite else "the data (a zero or non-finite demand value?)"
+    raise NonFiniteMetric(f"{', '.join(bad)} would be {metrics.get(bad[0], 'NaN or infinite')}, from {source}; "
+                          "not logged, the run ends FAILED")
 
 
 def _log_traceback(tracker, output_dir: Path) -> None:
@@ -313,13 +338,11 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
 
     fit = training.fit(network, train, val, epochs=config.epochs, batch_size=config.batch_size,
                        patience=t.patience, min_delta=t.min_delta, on_epoch_end=on_epoch_end)
-    if not fit.epochs_run:  # nothing to train: record the starting point at step 0
-        tracker.log_metrics({"val_loss": fit.best_val_loss}, step=0)
 
     # -- scores, always in MW -----------------------------------------------------------------------
     # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
-    val_scores = evaluation.score(forecaster.forecast_origins(network, prep, frame, split.val),
-                                  evaluation.actuals(values, split.val))
+    val_forecast = forecaster.forecast_origins(network, prep, frame, split.val)
+    val_scores = evaluation.score(val_forecast, evaluation.actuals(values, split.val))
     if t.refit and fit.best_epoch:
         # Retrain from scratch on weeks 1-8 for the chosen number of epochs: the validation week is the
         # closest to what is forecast. The test weeks are still unseen; the run's forecaster is this one.
@@ -343,8 +366,9 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
         "epochs_run": float(fit.epochs_run),
         "train_seconds": fit.train_seconds,
     }
-    if not all(math.isfinite(v) for v in val_scores.as_metrics("val").values()):
-        raise training.DivergedError("validation scores are not finite: the network diverged")
+    check_finite(metrics, test_scores.mape_by_lead, [val_forecast, test_forecast], trained=fit.epochs_run > 0)
+    if not fit.epochs_run:  # nothing to train: record the starting point at step 0
+        tracker.log_metrics({"val_loss": fit.best_val_loss}, step=0)
     tracker.log_metrics(metrics)
     tracker.log_metric_steps("test_mape_by_lead", test_scores.mape_by_lead, first_step=1)
 

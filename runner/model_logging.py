@@ -13,6 +13,26 @@ from pathlib import Path
 FORECASTER_NAME = "forecaster"  # the pyfunc model of a run: what the registry registers
 NETWORK_NAME = "network"  # the bare Keras network, MLflow's Keras flavour
 FORECASTER_URI_TAG = "runner.forecaster_uri"
+# What the forecaster reads, recorded in its metadata (MLmodel) since the signature has no input schema.
+INPUT_COLUMNS = {"timestamp": "datetime or ISO 8601 string, regular half-hours, oldest first",
+                 "demand_mw": "MW, integer or float, finite and positive"}
+
+
+def forecaster_signature(output):
+    """The forecaster's signature: its output schema, and no input schema.
+
+    MLflow 3.17 enforces an input schema before the model's predict runs, and no column type of its
+    schemas admits what real histories hold: `double` refuses int64 ("Can not safely convert int64 to
+    float64"), `long` refuses floats, `datetime` refuses the ISO strings pandas 3 reads from a CSV, and
+    `AnyType` columns break the scoring server's text/csv parsing (it needs a pandas dtype per column;
+    `datetime` breaks it too). Without an input schema every path (pyfunc predict, `mlflow models
+    serve` with JSON or CSV, `mlflow models predict`) hands the history to the forecaster, which checks it
+    with the same rules as the runner's data file and says what is wrong. The UI then shows "No schema"
+    for the inputs; the columns are in the model's metadata (`input_columns`) and its input example.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+
+    return ModelSignature(inputs=None, outputs=infer_signature(model_output=output).outputs)
 
 
 def log_forecaster(tracker, network, prep, frame, workdir: Path) -> str:
@@ -42,11 +62,12 @@ def log_forecaster(tracker, network, prep, frame, workdir: Path) -> str:
             name=FORECASTER_NAME,
             python_model=str(Path(forecaster.__file__).resolve()),
             artifacts={"network": str(network_path), "preprocessing": str(prep_path)},
-            signature=infer_signature(example, output),
+            signature=forecaster_signature(output),
             input_example=example,
             pip_requirements=pip_requirements(),
             metadata={"min_history": prep.min_history, "horizon": forecaster.HORIZON,
-                      "window": prep.window, "features": list(prep.features)},
+                      "window": prep.window, "features": list(prep.features),
+                      "input_columns": dict(INPUT_COLUMNS)},
         )
     inputs, _ = forecaster.build_inputs(frame["demand_mw"].to_numpy(), forecaster.pd.DatetimeIndex(frame["timestamp"]),
                                         origin, prep)

@@ -5,6 +5,11 @@
 
 Safe to repeat: a sweep's winner is registered once (its version carries the sweep id), and an alias
 already on the right version is not moved again. A worse model never takes the champion alias.
+
+All or nothing: the writes of one decision (register, aliases, stages, archiving, the decision tag, each
+move's history entry) are recorded as they complete (runner.registry.RegistryChanges). When a later one
+fails (a lost server, a refused call, Ctrl-C), the completed ones are reversed newest first, each reversal
+recorded in the history as `undo`; the decision is `failed` and lists whatever could not be reversed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import math
 import operator
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from runner.config_schema import Policy
@@ -31,6 +37,7 @@ MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")
 DECISION_TAG = "runner.decision"  # set on a version once the decision about it is complete
+NOT_LOGGED = "no logged forecaster to register"
 
 
 @dataclass
@@ -61,7 +68,9 @@ class Candidate:
             if got is None or not OPS[gate.op](got, gate.value):
                 candidate.rejected.append(f"gate {gate.metric} {gate.op} {gate.value:g} failed (got {got})")
         if FORECASTER_URI_TAG not in run.data.tags and not candidate.rejected:
-            candidate.rejected.append("no logged forecaster (tracking.log_model=false?)")
+            off = str(run.data.params.get("tracking.log_model", "")).lower() == "false"
+            candidate.rejected.append(f"{NOT_LOGGED}: tracking.log_model=false" if off
+                                      else f"{NOT_LOGGED} (its logging failed?)")
         return candidate
 
     def summary(self) -> dict[str, Any]:
@@ -72,7 +81,7 @@ class Candidate:
 
 @dataclass
 class Decision:
-    action: str  # promoted | registered | kept | no_winner | refused | already_applied
+    action: str  # promoted | registered | kept | no_winner | refused | already_applied | failed | interrupted
     reason: str
     winner_run_id: str | None = None
     version: str | None = None
@@ -82,6 +91,8 @@ class Decision:
     aliases_moved: list[str] = field(default_factory=list)
     stages_moved: list[str] = field(default_factory=list)
     failed: bool = False  # the command must exit non-zero
+    undone: list[str] = field(default_factory=list)  # a failed decision: each change reversed, one line each
+    leftovers: list[str] = field(default_factory=list)  # ... and each one that could not be (still changed)
 
 
 def is_finite_score(value: float | None) -> bool:
@@ -114,12 +125,24 @@ def sweep_candidates(client, experiment_id: str, sweep_id: str, policy: Policy) 
 
 
 def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: list[Candidate], *,
-                 sweep_id: str | None, actor: str | None = None) -> tuple[Decision, list[Candidate]]:
-    """Decide and change the registry as the policy says. Returns the decision and the ranking."""
+                 sweep_id: str | None, actor: str | None = None,
+                 step_hook: Callable | None = None) -> tuple[Decision, list[Candidate]]:
+    """Decide and change the registry as the policy says. Returns the decision and the ranking.
+    `step_hook`: a test seam, see runner.registry.RegistryChanges (None in production)."""
     ranked = rank(policy, candidates)
     if not ranked:
+        # runs that would have won but logged no forecaster: say so, rather than "no run passed the gates"
+        unlogged = rank(policy, [replace(c, rejected=[]) for c in candidates
+                                 if c.rejected and all(r.startswith(NOT_LOGGED) for r in c.rejected)])
         if not candidates:
             reason = "the sweep has no runs"
+        elif unlogged:
+            best = unlogged[0]
+            why = "tracking.log_model=false" if all("log_model=false" in r for c in candidates for r in c.rejected
+                                                    if r.startswith(NOT_LOGGED)) else "no forecaster was logged"
+            reason = (f"no version registered: {len(unlogged)} run(s) passed the gates but logged no forecaster "
+                      f"({why}); the best was job #{best.job_num or '-'} run {best.run_id[:8]} with {policy.metric} "
+                      f"{best.value:.4f}; run again with tracking.log_model=true to register it")
         elif any(c.status == "FINISHED" for c in candidates):
             reason = "no run passed the gates"
         else:
@@ -130,12 +153,12 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
 
     actor = actor or (f"sweep {sweep_id}" if sweep_id else default_actor())
     with promotion_lock(store, policy.model_name):
-        return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor), ranked
+        return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor, step_hook), ranked
 
 
 def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: Candidate,
-                       sweep_id: str | None, actor: str) -> Decision:
-    from runner.registry import ModelRegistry
+                       sweep_id: str | None, actor: str, step_hook: Callable | None = None) -> Decision:
+    from runner.registry import ModelRegistry, RegistryChanges
 
     registry = ModelRegistry(store.tracking_uri)
     name = policy.model_name
@@ -157,31 +180,78 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
 
     champion_value = None
     promote, reason = True, "no champion yet: the first passing winner becomes champion"
-    if champion is not None and champion["run_id"] == winner.run_id:
+    # The winner holds the champion already (a decision interrupted or left half-undone after it moved the
+    # alias, now finished): nothing to promote, but the champion's stage is still completed below.
+    holds = champion is not None and champion["run_id"] == winner.run_id
+    if holds:
         promote, reason = False, f"run {winner.run_id[:8]} already holds version {champion['version']} as champion"
         champion_value = winner.value
     elif champion is not None:
         champion_value = _champion_value(registry, policy, champion, winner)  # may raise PolicyError
         promote, reason = beats(policy, winner.value, champion_value)
 
-    version = existing or _register(registry, policy, policy_name, winner, sweep_id, reason)
-    decision = Decision("promoted" if promote else "registered", reason, winner.run_id, version["version"],
-                        champion_before=champion["version"] if champion else None,
+    champion_before = champion["version"] if champion else None
+    decision = Decision("promoted" if promote else "registered", reason, winner.run_id,
+                        existing["version"] if existing else None, champion_before=champion_before,
                         champion_value=champion_value)
-    decision.champion_after = version["version"] if promote else decision.champion_before
-    if policy.aliases.winner:
-        _move_alias(registry, name, policy.aliases.winner, version, reason, actor, sweep_id, decision)
-    if promote and policy.aliases.promoted:
-        _move_alias(registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision)
-    if policy.stages.winner and not (promote and policy.stages.promoted):
-        _move_stage(registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision)
-    if promote and policy.stages.promoted:
-        _move_stage(registry, name, policy.stages.promoted, version, policy.stages.archive_previous, reason, actor,
-                    sweep_id, decision)
-    if not promote:
-        decision.action = "registered" if decision.aliases_moved or decision.stages_moved else "kept"
-    registry.set_model_version_tag(name, version["version"], DECISION_TAG, decision.action)
+    changes = RegistryChanges(hook=step_hook)
+    step = "registering the winner"
+    try:
+        version = existing or _register(registry, policy, policy_name, winner, sweep_id, reason, changes)
+        decision.version = version["version"]
+        decision.champion_after = version["version"] if promote else champion_before
+        moves = []
+        if policy.aliases.winner:
+            moves.append((f"alias {policy.aliases.winner}", lambda: _move_alias(
+                registry, name, policy.aliases.winner, version, reason, actor, sweep_id, decision, changes)))
+        if promote and policy.aliases.promoted:
+            moves.append((f"alias {policy.aliases.promoted}", lambda: _move_alias(
+                registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision, changes)))
+        if policy.stages.winner and not ((promote or holds) and policy.stages.promoted):
+            moves.append((f"stage {policy.stages.winner}", lambda: _move_stage(
+                registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision, changes)))
+        if (promote or holds) and policy.stages.promoted:
+            moves.append((f"stage {policy.stages.promoted}", lambda: _move_stage(
+                registry, name, policy.stages.promoted, version, policy.stages.archive_previous, reason, actor,
+                sweep_id, decision, changes)))
+        for label, move in moves:
+            step = label  # named in the error if this move fails
+            move()
+        if not promote:
+            decision.action = "registered" if decision.aliases_moved or decision.stages_moved else "kept"
+        step = f"tag {DECISION_TAG}"
+        registry.set_model_version_tag(name, version["version"], DECISION_TAG, decision.action, changes=changes)
+    except (Exception, KeyboardInterrupt) as error:
+        _undo(registry, changes, decision, step, error, actor, sweep_id)
+        if isinstance(error, KeyboardInterrupt):
+            raise  # undone; the interrupt goes on (the sweep ends KILLED)
     return decision
+
+
+def _undo(registry, changes, decision: Decision, step: str, error: BaseException, actor: str,
+          sweep_id: str | None) -> None:
+    """Reverse the completed writes of a decision that failed at `step`; the decision becomes `failed`."""
+    detail = (str(error).strip().splitlines() or [""])[0][:300]
+    what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    result = registry.undo(changes, f"the decision failed at {step}: {what}", actor=actor, sweep_id=sweep_id)
+    deleted = any(c.kind == "version" for c in changes.done) and not any(c.kind == "version" for c in result.failed)
+    decision.action, decision.failed = "failed", True
+    decision.undone, decision.leftovers = result.undone, result.leftovers
+    decision.aliases_moved, decision.stages_moved = [], []
+    if deleted:
+        decision.version = None
+    if result.leftovers:
+        decision.champion_after = None  # not known: see the leftovers
+        outcome = (f"{len(result.leftovers)} of {len(changes.done)} changes could not be undone and remain "
+                   f"(listed in `leftovers`)")
+    else:
+        decision.champion_after = decision.champion_before
+        outcome = f"all {len(changes.done)} changes undone" if changes.done else "nothing had been changed"
+    decision.reason = f"failed at {step}: {what}; {outcome}"
+    if isinstance(error, KeyboardInterrupt):  # no report follows an interrupt: say here what was undone
+        log.error(f"decision interrupted at {step}; {outcome}")
+        for line in result.leftovers:
+            log.error(f"  left changed: {line}")
 
 
 def _versions(registry, name: str) -> list[dict]:
@@ -254,7 +324,7 @@ def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | Non
 
 
 def _register(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
-              reason: str) -> dict:
+              reason: str, changes=None) -> dict:
     tags = {
         "runner.run_id": winner.run_id,
         "runner.policy": policy_name,
@@ -265,23 +335,24 @@ def _register(registry, policy: Policy, policy_name: str, winner: Candidate, swe
     }
     if sweep_id:
         tags[SWEEP_ID_TAG] = sweep_id
-    number = registry.register_model(winner.tags[FORECASTER_URI_TAG], policy.model_name, tags=tags)
+    number = registry.register_model(winner.tags[FORECASTER_URI_TAG], policy.model_name, tags=tags, changes=changes)
     return registry.get_model_version(policy.model_name, number)
 
 
-def _move_alias(registry, name, alias, version, reason, actor, sweep_id, decision: Decision) -> None:
+def _move_alias(registry, name, alias, version, reason, actor, sweep_id, decision: Decision, changes=None) -> None:
     if alias in (version.get("aliases") or []):
         return
-    registry.set_alias(name, alias, version["version"], reason=reason, actor=actor, sweep_id=sweep_id)
+    registry.set_alias(name, alias, version["version"], reason=reason, actor=actor, sweep_id=sweep_id,
+                       changes=changes)
     decision.aliases_moved.append(f"{alias} -> v{version['version']}")
 
 
 def _move_stage(registry, name, stage, version, archive_previous: bool, reason, actor, sweep_id,
-                decision: Decision) -> None:
+                decision: Decision, changes=None) -> None:
     if version.get("stage") == stage:
         return
     registry.transition_model(name, stage, version=version["version"], archive_existing=archive_previous,
-                              reason=reason, actor=actor, sweep_id=sweep_id)
+                              reason=reason, actor=actor, sweep_id=sweep_id, changes=changes)
     decision.stages_moved.append(f"{stage} -> v{version['version']}")
 
 
@@ -324,4 +395,6 @@ def format_report(report: dict[str, Any]) -> str:
     version = f" version {d['version']}" if d["version"] else ""
     moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
     lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")
+    lines += [f"  undone: {line}" for line in d.get("undone") or []]
+    lines += [f"  left changed: {line}" for line in d.get("leftovers") or []]
     return "\n".join(lines)

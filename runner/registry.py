@@ -9,9 +9,13 @@ registered models ready to predict.
 
 The history: one registered-model tag per event, key `runner.alias_event.<ms timestamp>-<uuid>` (so
 keys sort by time), value a JSON object with alias, from_version, to_version, when (ISO UTC), reason,
-actor, sweep_id and action (set, delete, rollback, stage). Stage changes are events of the pseudo-alias
-`stage:<Stage>`. Tags live with the model, so the history works the same on SQLite and on a server,
-and it survives the deletion of versions.
+actor, sweep_id and action (set, delete, rollback, stage, undo). Stage changes are events of the
+pseudo-alias `stage:<Stage>`. Tags live with the model, so the history works the same on SQLite and on a
+server, and it survives the deletion of versions.
+
+A decision that fails half-way reverses its completed writes (`RegistryChanges`, `ModelRegistry.undo`):
+each reversal is an `undo` event naming the event it undoes (`undoes`), under the alias, the stage, or
+`version:<n>` / `tag:<key>` for a deleted version or a restored version tag.
 
 Versions come back as plain dicts (see `version_dict`). Errors are the package's own exceptions.
 """
@@ -25,20 +29,77 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from runner.errors import AliasNotFound, ModelNotFound, RunnerError, VersionNotFound
-from runner.tracking import DEFAULT_STORE_DIR, MLflowManager
+from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
+from runner.tracking import DEFAULT_STORE_DIR, MLflowManager, is_connection_failure, single_attempt_requests
 
 EVENT_TAG_PREFIX = "runner.alias_event."
 STAGES = ("None", "Staging", "Production", "Archived")
 STAGE_PREFIX = "stage:"
+VERSION_PREFIX = "version:"  # history events of a version itself (its deletion by an undo)
+TAG_PREFIX = "tag:"  # history events of a version tag restored by an undo
+
+
+@dataclass
+class Change:
+    """One completed registry write of a decision, with what it replaced (so that it can be reversed)."""
+
+    kind: str  # model (created) | version (registered) | alias (moved) | stage (moved) | version_tag (set)
+    model: str
+    version: str | None = None
+    name: str | None = None  # the alias, the stage or the tag key
+    before: str | None = None  # alias: the version it was on; stage: the version's stage; tag: its value
+    archived: list[str] = field(default_factory=list)  # stage: versions the move sent to Archived
+    history_key: str | None = None  # the history event that recorded this change, once written
+
+    def describe(self) -> str:
+        if self.kind == "model":
+            return f"model {self.model}: created"
+        if self.kind == "version":
+            return f"model {self.model} version {self.version}: registered"
+        if self.kind == "alias":
+            was = f"v{self.before}" if self.before else "unset"
+            return f"model {self.model} version {self.version}: alias {self.name} moved here (was {was})"
+        if self.kind == "stage":
+            archived = f"; archived {', '.join('v' + v for v in self.archived)} from {self.name}" if self.archived \
+                else ""
+            return f"model {self.model} version {self.version}: stage {self.before} -> {self.name}{archived}"
+        was = repr(self.before) if self.before is not None else "unset"
+        return f"model {self.model} version {self.version}: tag {self.name} set (was {was})"
+
+
+@dataclass
+class RegistryChanges:
+    """The registry writes of one decision, in the order they completed; `ModelRegistry.undo` reverses them.
+
+    `hook(phase, change)` is a test seam, None in production: called with ("done", change) after each
+    completed write and with ("undo", None) before the reversal starts. Tests use it to stop a real
+    server between two writes, or to fail at a named write (a real server cannot be made to refuse
+    exactly the third call on demand)."""
+
+    hook: Callable[[str, Change | None], None] | None = None
+    done: list[Change] = field(default_factory=list)
+
+    def add(self, change: Change) -> Change:
+        self.done.append(change)
+        if self.hook is not None:
+            self.hook("done", change)
+        return change
+
+
+@dataclass
+class UndoResult:
+    undone: list[str] = field(default_factory=list)  # one line per reversed change
+    leftovers: list[str] = field(default_factory=list)  # one line per change that could not be reversed
+    failed: list[Change] = field(default_factory=list)  # those changes
 
 
 def default_actor() -> str:
@@ -160,19 +221,25 @@ class ModelRegistry:
     def get_registered_model(self, name: str) -> dict[str, Any]:
         return model_dict(self._registered(name))
 
-    def register_model(self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None) -> str:
+    def register_model(self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None,
+                       changes: RegistryChanges | None = None) -> str:
         """Register `model_uri` (`models:/m-...` of a logged model, or `runs:/<run_id>/<name>`) as a new
-        version of `name` (the registered model is created when missing). Returns the version."""
+        version of `name` (the registered model is created when missing). Returns the version.
+        `changes` records what was written, for `undo`."""
+        source, run_id, model_id = self._resolve_source(model_uri)
         try:
             self._call(self.client.create_registered_model, name)
+            if changes is not None:
+                changes.add(Change("model", name))
         except MlflowException as error:
             if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
-        source, run_id, model_id = self._resolve_source(model_uri)
         version = self._call(
             self.client.create_model_version, name, source, run_id=run_id,
             tags={k: str(v) for k, v in (tags or {}).items()}, model_id=model_id,
         )
+        if changes is not None:
+            changes.add(Change("version", name, str(version.version)))
         return str(version.version)
 
     def _resolve_source(self, model_uri: str) -> tuple[str, str | None, str | None]:
@@ -247,14 +314,17 @@ class ModelRegistry:
             self._record(name, {"alias": alias, "from_version": str(version), "to_version": None},
                          "delete_version", reason, actor, None)
 
-    def set_model_version_tag(self, name: str, version: str | int, key: str, value: Any) -> None:
-        self._version(name, version)
+    def set_model_version_tag(self, name: str, version: str | int, key: str, value: Any,
+                              changes: RegistryChanges | None = None) -> None:
+        before = (self._version(name, version).tags or {}).get(key)
         self._call(self.client.set_model_version_tag, name, str(version), key, str(value))
+        if changes is not None:
+            changes.add(Change("version_tag", name, str(version), key, before))
 
     # -- stages ------------------------------------------------------------------------------------
     def transition_model(self, name: str, stage: str, version: str | int | None = None,
                          archive_existing: bool = False, reason: str = "", actor: str | None = None,
-                         sweep_id: str | None = None) -> dict[str, Any]:
+                         sweep_id: str | None = None, changes: RegistryChanges | None = None) -> dict[str, Any]:
         """Move `version` (default: the newest) to a classic stage; `archive_existing` sends the other
         versions of that stage to Archived. MLflow's stage deprecation warning is kept quiet. The move is
         recorded in the history as alias `stage:<Stage>`. Returns the version dict."""
@@ -265,32 +335,117 @@ class ModelRegistry:
                 raise VersionNotFound(f"model {name!r} has no versions")
             version = versions[-1]["version"]
         current = version_dict(self._version(name, version))
-        holders = self.get_latest_versions(name, [stage])
-        previous = [v["version"] for v in holders if v["version"] != current["version"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            archive = archive_existing and stage in ("Staging", "Production")
-            moved = self._call(self.client.transition_model_version_stage, name, str(version), stage,
-                               archive_existing_versions=archive)
-        self._record(name, {
+        in_stage = [v["version"] for v in self.get_model_versions(name)
+                    if v["stage"] == stage and v["version"] != current["version"]]
+        previous = in_stage[-1:]  # the newest other version in the stage: the one this move replaces
+        archive = archive_existing and stage in ("Staging", "Production")
+        moved = self._transition(name, version, stage)
+        change = changes.add(Change("stage", name, str(version), stage, current["stage"])) \
+            if changes is not None else None
+        for other in in_stage if archive else []:
+            self._transition(name, other, "Archived")
+            if change is not None:
+                change.archived.append(other)
+        event = self._record(name, {
             "alias": f"{STAGE_PREFIX}{stage}",
             "from_version": previous[-1] if previous else None,
             "to_version": str(version),
             "previous_stage": current["stage"],
             "archived_existing": bool(archive_existing),
         }, "stage", reason, actor, sweep_id)
+        if change is not None:
+            change.history_key = event["key"]
         return version_dict(moved)
+
+    def _transition(self, name: str, version: str | int, stage: str):
+        """One version to a stage, nothing else moved. The other holders are archived one by one by the
+        caller rather than with MLflow's archive_existing_versions, which fails on a tracking server on
+        PostgreSQL (MLflow 3.17 compares the integer version column with the request's string:
+        "operator does not exist: integer <> character varying"); one by one, each is also known to undo."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's stage deprecation warning
+            return self._call(self.client.transition_model_version_stage, name, str(version), stage,
+                              archive_existing_versions=False)
 
     # -- aliases -----------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str | int, reason: str = "", actor: str | None = None,
-                  sweep_id: str | None = None, action: str = "set") -> dict[str, Any]:
+                  sweep_id: str | None = None, action: str = "set",
+                  changes: RegistryChanges | None = None) -> dict[str, Any]:
         """Point `alias` at `version` and record the move; returns the recorded event."""
         _check_alias(alias)
         self._version(name, version)
         current = _aliases(self._registered(name)).get(alias)
         self._call(self.client.set_registered_model_alias, name, alias, str(version))
-        return self._record(name, {"alias": alias, "from_version": current, "to_version": str(version)},
-                            action, reason, actor, sweep_id)
+        change = changes.add(Change("alias", name, str(version), alias, current)) if changes is not None else None
+        event = self._record(name, {"alias": alias, "from_version": current, "to_version": str(version)},
+                             action, reason, actor, sweep_id)
+        if change is not None:
+            change.history_key = event["key"]
+        return event
+
+    # -- undoing a failed decision -------------------------------------------------------------------
+    def undo(self, changes: RegistryChanges, reason: str, actor: str | None = None,
+             sweep_id: str | None = None) -> UndoResult:
+        """Reverse `changes` newest first, each reversal recorded in the history as an `undo` event. A
+        reversal that fails is a leftover (one line naming model, version, alias or stage); once the
+        server is found lost, the remaining reversals make one attempt each instead of a minute of retries."""
+        result = UndoResult()
+        if changes.hook is not None:
+            changes.hook("undo", None)
+        lost = False
+        for change in reversed(changes.done):
+            try:
+                with single_attempt_requests() if lost else nullcontext():
+                    line = self._undo_one(change, reason, actor, sweep_id)
+                result.undone.append(line)
+            except Exception as error:
+                lost = lost or isinstance(error, TrackingUnavailable) or is_connection_failure(error)
+                detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                result.leftovers.append(f"{change.describe()} (not undone: {detail})")
+                result.failed.append(change)
+        return result
+
+    def _undo_one(self, change: Change, reason: str, actor: str | None, sweep_id: str | None) -> str:
+        name, version = change.model, change.version
+        why = f"undone: {reason}"
+        if change.kind == "model":
+            model = self._registered(name)
+            if any(k.startswith(EVENT_TAG_PREFIX) for k in (model.tags or {})) or self.get_model_versions(name):
+                return f"model {name}: kept (created by this decision; it holds the history of the undo)"
+            self._call(self.client.delete_registered_model, name)
+            return f"model {name}: deleted (created by this decision)"
+        if change.kind == "version":
+            self._call(self.client.delete_model_version, name, version)
+            self._record(name, {"alias": f"{VERSION_PREFIX}{version}", "from_version": version, "to_version": None},
+                         "undo", why, actor, sweep_id)
+            return f"model {name} version {version}: deleted"
+        if change.kind == "alias":
+            if change.before is None:
+                self._call(self.client.delete_registered_model_alias, name, change.name)
+            else:
+                self._call(self.client.set_registered_model_alias, name, change.name, change.before)
+            self._record(name, {"alias": change.name, "from_version": version, "to_version": change.before,
+                                "undoes": change.history_key}, "undo", why, actor, sweep_id)
+            where = f"back on v{change.before}" if change.before else "removed"
+            return f"model {name}: alias {change.name} {where} (was moved to v{version})"
+        if change.kind == "stage":
+            self._transition(name, version, change.before)
+            for archived in change.archived:  # what the move archived goes back to the stage
+                self._transition(name, archived, change.name)
+            self._record(name, {"alias": f"{STAGE_PREFIX}{change.name}", "from_version": version,
+                                "to_version": change.archived[-1] if change.archived else None,
+                                "restored_stage": change.before, "restored": change.archived,
+                                "undoes": change.history_key}, "undo", why, actor, sweep_id)
+            restored = f"; v{', v'.join(change.archived)} back in {change.name}" if change.archived else ""
+            return f"model {name} version {version}: stage back to {change.before}{restored}"
+        if change.before is None:
+            self._call(self.client.delete_model_version_tag, name, version, change.name)
+        else:
+            self._call(self.client.set_model_version_tag, name, version, change.name, change.before)
+        self._record(name, {"alias": f"{TAG_PREFIX}{change.name}", "from_version": version, "to_version": version,
+                            "restored_value": change.before}, "undo", why, actor, sweep_id)
+        return f"model {name} version {version}: tag {change.name} " + \
+            ("removed" if change.before is None else f"back to {change.before!r}")
 
     def delete_alias(self, name: str, alias: str, reason: str = "", actor: str | None = None,
                      sweep_id: str | None = None) -> dict[str, Any]:
@@ -331,7 +486,7 @@ class ModelRegistry:
         model = self._registered(name)
         events = _events(model, alias)
         undone = {e["undoes"] for e in events if e.get("undoes")}
-        moves = [e for e in events if e["action"] != "rollback" and e["key"] not in undone]
+        moves = [e for e in events if e["action"] not in ("rollback", "undo") and e["key"] not in undone]
         if not moves:
             raise RunnerError(f"model {name!r}: no recorded move of {alias!r} to roll back")
         latest = moves[-1]
@@ -342,10 +497,10 @@ class ModelRegistry:
         self._version(name, target)  # VersionNotFound when it was deleted since
         if alias.startswith(STAGE_PREFIX):
             stage = alias[len(STAGE_PREFIX):]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._call(self.client.transition_model_version_stage, name, str(target), stage,
-                           archive_existing_versions=True)
+            self._transition(name, target, stage)
+            for other in self.get_model_versions(name):  # archive_existing_versions, as _transition says
+                if other["stage"] == stage and other["version"] != str(target):
+                    self._transition(name, other["version"], "Archived")
             current = latest["to_version"]
         else:
             current = _aliases(model).get(alias)
@@ -466,9 +621,13 @@ def _events(model, alias: str | None) -> list[dict[str, Any]]:
 
 
 def _check_alias(alias: str) -> None:
-    if not alias or alias.startswith(STAGE_PREFIX) or alias.lower() == "latest" or alias.isdigit():
-        raise ValueError(f"alias: must be a name such as champion (not empty, 'latest', a number or "
-                         f"'{STAGE_PREFIX}...'); got {alias!r}")
+    """The rules a policy's aliases are validated by (runner.config_schema.alias_problem: MLflow's own,
+    and no number); `stage:<Stage>` names the history's stage events and has a ':' MLflow refuses."""
+    from runner.config_schema import alias_problem
+
+    problem = alias_problem(alias or "")
+    if problem:
+        raise ValueError(f"alias: {problem}")
 
 
 def _quote(name: str) -> str:

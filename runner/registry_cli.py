@@ -288,18 +288,24 @@ def cmd_stale_runs(args, registry) -> int:
     from runner.registry import default_actor
     from runner.stale_runs import close_stale_runs, find_stale_runs
 
-    stale = find_stale_runs(registry.client, args.older_than)
+    found = find_stale_runs(registry.client, args.older_than, include_live=True)
     if args.close:
-        close_stale_runs(registry.client, stale, args.actor or default_actor(), args.older_than)
+        close_stale_runs(registry.client, found, args.actor or default_actor(), args.older_than)
+    stale = [r for r in found if not r.live]
+
+    def status(r) -> str:
+        return "live: left RUNNING" if r.live else "FAILED (closed)" if r.closed else "RUNNING (stale)"
+
     rows = [[r.run_id, short(r.run_name, 40), r.experiment_id,
              datetime.fromtimestamp(r.last_heartbeat, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-             f"{r.age_seconds:.0f}", "FAILED (closed)" if r.closed else "RUNNING"] for r in stale]
+             f"{r.age_seconds:.0f}", status(r)] for r in found]
     headers = ["run", "name", "experiment", "last heartbeat (UTC)", "age s", "status"]
-    text = table(headers, rows) if stale else \
-        f"no RUNNING run without a heartbeat for more than {args.older_than:.0f}s"
-    if stale and not args.close:
-        text += "\n(close them with --close)"
-    emit(args, [r.as_dict() for r in stale], text)
+    text = table(headers, rows) if found else "no RUNNING run"
+    if not stale:
+        text += f"\nno RUNNING run without a heartbeat for more than {args.older_than:.0f}s"
+    elif not args.close:
+        text += "\n(close the stale ones with --close; live ones are never closed)"
+    emit(args, [r.as_dict() for r in stale], text)  # --json: the stale runs only, as before
     return 0
 
 

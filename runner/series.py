@@ -4,11 +4,17 @@ An origin is the 0-based index of the last observed value; its forecast covers t
 Weeks are counted from the start of the file. Training origins have all their targets in the training
 weeks, validation origins in the validation weeks, and test origins follow the classic protocol: every
 origin whose whole next day lies in the test weeks (with 12 weeks and 8 before the test: 2687..3983).
+
+A data file is read once per process and checked by runner.forecaster.check_series (the rules a
+forecaster's input must meet), then against the split and the history the features need: any fault is
+a SeriesError (a ConfigError: exit 2) naming the key, the file, what is wrong and the first bad row.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runner.forecaster import HORIZON, WEEK
+from runner.config_schema import ConfigError
+from runner.forecaster import HORIZON, WEEK, Preprocessing, SeriesFault, check_series
 
 SHIPPED_SERIES = "uk_electricity_demand_2000_halfhourly.csv"
 
@@ -29,18 +36,149 @@ def resolve_path(path: str | None) -> Path:
     return Path(path).expanduser().resolve() if path else shipped_series_path()
 
 
+class SeriesError(ConfigError):
+    """A data file that breaks a rule of the series: one line naming the key, the file, what and where."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    frame: pd.DataFrame  # checked: datetime64 timestamps, float64 MW
+    fingerprint: str  # sha256 of the file's bytes
+
+
+# Validation reads the file and the job reuses it: one parse per process, keyed so an edited file is re-read.
+_loaded: dict[tuple[str, int, int], Loaded] = {}
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
 def fingerprint(path: Path) -> str:
     """sha256 of the file's bytes: two runs compare fairly only on the same data."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = _loaded.get(_cache_key(path))
+    return loaded.fingerprint if loaded else hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_series(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, parse_dates=["timestamp"])
-    missing = {"timestamp", "demand_mw"} - set(frame.columns)
+def _cell(value: str) -> str:
+    value = value.strip()
+    return repr(value) if not value or len(value) > 40 else value
+
+
+def read_series(path: Path, key: str = "data.path") -> Loaded:
+    """Read and check a CSV of `timestamp,demand_mw` by forecaster.check_series; SeriesError names
+    `key`, the file, what is wrong and the first offending data row (1-based, header not counted) and line."""
+    path = Path(path)
+    where = f"{key}: {path}"
+    try:
+        cache_key = _cache_key(path)
+        if cache_key in _loaded:
+            return _loaded[cache_key]
+        data = path.read_bytes()
+    except OSError as error:
+        raise SeriesError(f"{where}: cannot be read: {error.strerror or error}") from None
+    if not data.strip():
+        raise SeriesError(f"{where}: the file is empty; expected a CSV with the header 'timestamp,demand_mw' "
+                          "and one row per half-hour")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SeriesError(f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
+                          "is not UTF-8; binary data?)") from None
+    if "\x00" in text:
+        raise SeriesError(f"{where}: not a text CSV file (it holds NUL bytes at offset {text.index(chr(0))}; "
+                          "binary data?)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        header = [name.strip() for name in next(reader)]
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as error:
+        raise SeriesError(f"{where}: not a valid CSV at line {reader.line_num}: {error}") from None
+    while rows and not "".join(rows[-1]).strip():  # blank lines at the end are harmless
+        rows.pop()
+        lines.pop()
+    missing = [name for name in ("timestamp", "demand_mw") if name not in header]
     if missing:
-        raise ValueError(f"data.path: {path} lacks column(s) {sorted(missing)}")
-    frame["demand_mw"] = frame["demand_mw"].astype("float64")
-    return frame
+        first_line = ",".join(header)
+        hint = ("the separator must be a comma" if ";" in first_line and len(header) == 1
+                else "a file without a header or without timestamps cannot be read")
+        raise SeriesError(f"{where}: no {' or '.join(repr(m) for m in missing)} column in the header line "
+                          f"{first_line[:60]!r}; expected a first line 'timestamp,demand_mw' naming the columns "
+                          f"({hint})")
+    for name in ("timestamp", "demand_mw"):
+        if header.count(name) > 1:
+            raise SeriesError(f"{where}: the header names the column {name!r} twice")
+    if not rows:
+        raise SeriesError(f"{where}: has a header but no data rows")
+    for i, row in enumerate(rows):
+        if row and len(row) != len(header):
+            raise SeriesError(f"{where}: {len(row)} fields where the header has {len(header)} at data row {i + 1}, "
+                              f"line {lines[i]} ({_cell(','.join(row))})")
+    at_t, at_d = header.index("timestamp"), header.index("demand_mw")
+    timestamps = pd.Series([row[at_t] if row else "" for row in rows], dtype=object)
+    demand = pd.Series([row[at_d] if row else "" for row in rows], dtype=object)
+    try:
+        frame = check_series(timestamps, demand)
+    except SeriesFault as fault:
+        if fault.position is None:
+            raise SeriesError(f"{where}: {fault.problem}") from None
+        i = fault.position
+        raise SeriesError(f"{where}: {fault.problem} at data row {i + 1}, line {lines[i]} "
+                          f"({_cell(timestamps.iloc[i])}, {_cell(demand.iloc[i])})") from None
+    loaded = Loaded(frame, hashlib.sha256(data).hexdigest())
+    _loaded[cache_key] = loaded
+    return loaded
+
+
+def load_series(path: Path, key: str = "data.path") -> pd.DataFrame:
+    """The checked series of a data file (a copy: callers may change it)."""
+    return read_series(path, key).frame.copy()
+
+
+def check_split(n_values: int, train_weeks: int, val_weeks: int, test_weeks: int, where: str,
+                split: str = "data.split") -> None:
+    need = (train_weeks + val_weeks + test_weeks) * WEEK
+    if n_values < need:
+        raise SeriesError(f"{where}: has {n_values} values; {split} ({train_weeks}+{val_weeks}+{test_weeks} "
+                          f"weeks of {WEEK} half-hours) needs {need}")
+
+
+def check_history_fits(prep: Preprocessing, train_weeks: int, n_values: int, where: str) -> None:
+    """Every origin needs `prep.min_history` values up to it and the next day as targets: at least one
+    training origin must fit in the training weeks. Names the key that asks for too much."""
+    room = train_weeks * WEEK - HORIZON  # the most history an origin in the training weeks can have
+    series_note = f" ({where} holds {n_values} values in all)"
+    if max(prep.window, HORIZON) > room:
+        raise SeriesError(f"data.window: {prep.window} half-hours of history leave no training origin: the "
+                          f"{train_weeks} training weeks hold {train_weeks * WEEK} values and each origin also "
+                          f"needs the next {HORIZON} as targets, so data.window can be at most {room}{series_note}")
+    if "lags" in prep.features and WEEK * prep.lag_weeks + HORIZON > room:
+        most = (room - HORIZON) // WEEK
+        allowed = f"at most {most}" if most >= 1 else "none (use more data.split.train_weeks or drop 'lags')"
+        raise SeriesError(f"data.lag_weeks: {prep.lag_weeks} weeks of lags need {WEEK * prep.lag_weeks + HORIZON} "
+                          f"values of history before each origin; the {train_weeks} training weeks allow "
+                          f"{allowed}{series_note}")
+    if prep.min_history > room:
+        raise SeriesError(f"data.split.train_weeks: {train_weeks} training weeks leave no origin with the "
+                          f"{prep.min_history} values of history data.features needs{series_note}")
+
+
+def check_data(data, key: str = "data.path") -> Loaded:
+    """Read and check a config's data file (`data` is a config_schema.DataConfig) against the series
+    rules, the split and the history the features need; raises SeriesError, reads the file once."""
+    path = resolve_path(data.path)
+    loaded = read_series(path, key)
+    where = f"{key}: {path}"
+    s = data.split
+    check_split(len(loaded.frame), s.train_weeks, s.val_weeks, s.test_weeks, where)
+    prep = Preprocessing(window=data.window, features=list(data.features), lag_weeks=data.lag_weeks)
+    check_history_fits(prep, s.train_weeks, len(loaded.frame), where)
+    return loaded
 
 
 @dataclass(frozen=True)

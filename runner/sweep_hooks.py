@@ -59,9 +59,9 @@ class SweepTracking(Callback):
         self.state: SweepState | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # Launchers that pickle Hydra's context for their workers (joblib/loky, submitit) pickle this
-        # callback too: the sweep's state (a client, the parent's heartbeat thread) stays here.
-        return {**self.__dict__, "state": None}
+        # Launchers ship Hydra's callbacks to their workers (joblib, Ray, submitit); the sweep's state (a
+        # tracker with its heartbeat thread) stays in the main process, the only one that uses it.
+        return {"state": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _ACTIVE
@@ -103,10 +103,11 @@ class SweepTracking(Callback):
 
 
 def _validate_every_job(config: DictConfig) -> None:
-    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37)."""
-    validate(config)
+    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37); an
+    error names the job's overrides, also when every job shares the bad value."""
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
+        validate(config)
         return  # other sweepers sample values as they go; each job validates its own
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -119,6 +120,7 @@ def _validate_every_job(config: DictConfig) -> None:
     batches = BasicSweeper.split_arguments(parsed, None)
     combos = [combo for batch in batches for combo in batch][:MAX_VALIDATED_COMBINATIONS]
     if len(combos) <= 1:
+        validate(config)
         return
     for combo in combos:
         try:
@@ -384,10 +386,14 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
                                                                                                   candidates)
     report = promotion.build_report(state.policy, state.policy_name, decision, candidates, ranked,
                                     state.sweep_id, state.parent_run_id, state.started)
-    client.log_dict(state.parent_run_id, report, "promotion/decision.json")
     failed = jobs_raised or decision.failed or report["counts"]["failed"] > 0
-    _end_parent(state, "FAILED" if failed else "FINISHED")
+    # The report first: after a lost server it is the only account of what was undone and what was not.
     log.info(promotion.format_report(report))
+    if decision.action == "failed":
+        print(f"error: the promotion decision {decision.reason}", file=sys.stderr)
+    if not _write_report(client, state.parent_run_id, report):
+        failed = True
+    _end_parent(state, "FAILED" if failed else "FINISHED")
     log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
              f"open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
@@ -416,6 +422,16 @@ def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) ->
     return 130
 
 
+def _write_report(client, run_id: str, report: dict) -> bool:
+    try:
+        client.log_dict(run_id, report, "promotion/decision.json")
+        return True
+    except Exception as error:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"error: could not write promotion/decision.json to run {run_id}: {line}", file=sys.stderr)
+        return False
+
+
 def _end_parent(state: SweepState, status: str) -> None:
     try:
         state.tracker.end_run(status)
@@ -438,6 +454,8 @@ def promote_single_run(c, ctx, run_id: str) -> int:
     decision, ranked = promotion.apply_policy(c.registry, policy_name, store, candidates, sweep_id=None)
     report = promotion.build_report(c.registry, policy_name, decision, candidates, ranked, None, None,
                                     time.perf_counter())
-    MlflowClient(tracking_uri=store.tracking_uri).log_dict(run_id, report, "promotion/decision.json")
     log.info(promotion.format_report(report))
-    return 1 if decision.failed else 0
+    if decision.action == "failed":
+        print(f"error: the promotion decision {decision.reason}", file=sys.stderr)
+    written = _write_report(MlflowClient(tracking_uri=store.tracking_uri), run_id, report)
+    return 1 if decision.failed or not written else 0

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = "outputs"
 HEARTBEAT_TAG = "runner.heartbeat"
+HEARTBEAT_SECONDS_TAG = "runner.heartbeat_seconds"  # the run's own interval: stale-runs waits for missed beats
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 TAG_VALUE_LIMIT = 8000
 END_RUN_ATTEMPTS = 3  # the terminal status update: tries, each on a fresh client after the first
@@ -358,6 +359,7 @@ class ExperimentTracker:
             raise RuntimeError(f"run {self.run_id} is still active; end it first")
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         all_tags[HEARTBEAT_TAG] = str(int(time.time()))
+        all_tags[HEARTBEAT_SECONDS_TAG] = f"{self.heartbeat_seconds:g}"
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.manager._call(

@@ -191,6 +191,35 @@ def run_cli_fixture(tmp_path: Path) -> Callable[..., CliResult]:
     return run
 
 
+# -- a job that fails inside its run ---------------------------------------------------------------
+BROKEN_MODEL = "broken"
+BROKEN_BUILDER = '''"""A model whose builder always raises: a job that passes validation and fails inside its run."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Params:
+    units: int = 16  # keys the Optuna preset samples
+    dropout: float = 0.0
+
+
+def build(input_shapes, horizon, params):
+    raise RuntimeError("this test model's builder always fails")
+'''
+
+
+def broken_model(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A config folder (for `--config-dir`) with `model=broken`, and the environment that imports and
+    trusts its builder. Data problems are refused before any run exists, so a failure inside a run needs a fault
+    in the job itself: here a user's model code that raises when the network is built."""
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    (folder / "model" / f"{BROKEN_MODEL}.yaml").write_text(
+        f"_target_: broken_builder.build\nname: {BROKEN_MODEL}\nunits: 16\ndropout: 0.0\n")
+    (folder / "broken_builder.py").write_text(BROKEN_BUILDER)
+    return folder, {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])),
+                    "RUNNER_TRUSTED_MODULES": "broken_builder"}
+
+
 # -- one real end-to-end run per session ------------------------------------------------------------
 @dataclass
 class FinishedRun:

@@ -173,33 +173,40 @@ class SyntheticSweep:
 class SyntheticStore:
     """A temporary SQLite store holding sweeps made with MlflowClient, no training: each child run is
     FINISHED with the runner's tags, the given val_mape and its own logged model (a LoggedModel whose
-    source run is the child, so a registered version links back to it)."""
+    source run is the child, so a registered version links back to it). With `tracking_uri` (a tracking
+    server), the same sweeps in an experiment of their own on that server."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, tracking_uri: str | None = None):
         from mlflow.tracking import MlflowClient
 
         from runner.tracking import prepare_store, resolve_store
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.store = resolve_store(sqlite_uri(folder / "mlflow.db"), folder)
+        self.store = resolve_store(tracking_uri or sqlite_uri(folder / "mlflow.db"), folder)
         prepare_store(self.store)
         self.tracking_uri = self.store.tracking_uri
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_id = self.client.create_experiment(
-            EXPERIMENT, artifact_location=(folder / "mlartifacts").as_uri())
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if tracking_uri:  # the server keeps the artifacts; a name of its own on a shared server
+            self.experiment_name = f"{EXPERIMENT}-{uuid.uuid4().hex[:8]}"
+            self.experiment_id = self.client.create_experiment(self.experiment_name)
+        else:
+            self.experiment_name = EXPERIMENT
+            self.experiment_id = self.client.create_experiment(
+                EXPERIMENT, artifact_location=(folder / "mlartifacts").as_uri())
 
     def make_sweep(self, values: Sequence[float | None], *, fingerprint: str = FINGERPRINT,
                    extra_metrics: dict[str, float] | None = None, status: str = "FINISHED",
-                   with_tracker: bool = False) -> SyntheticSweep:
+                   with_tracker: bool = False, log_model: bool = True) -> SyntheticSweep:
         """A sweep whose child i scores val_mape values[i] (None: not logged). `with_tracker`: open the
-        parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it)."""
+        parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it). `log_model`
+        False: the children log no forecaster, as with tracking.log_model=false."""
         sweep_id = str(uuid.uuid4())
         parent_tags = {"runner.sweep_id": sweep_id, "runner.sweep_role": "parent"}
         tracker = None
         if with_tracker:
             from runner.tracking import ExperimentTracker
 
-            tracker = ExperimentTracker(EXPERIMENT, self.tracking_uri)
+            tracker = ExperimentTracker(self.experiment_name, self.tracking_uri)
             parent_run_id = tracker.start_run("sweep synthetic", tags=parent_tags, activate=False)
         else:
             parent_run_id = self.client.create_run(self.experiment_id, run_name="sweep synthetic",
@@ -217,9 +224,11 @@ class SyntheticStore:
                 metrics["val_mape"] = value
             for key, metric in metrics.items():
                 self.client.log_metric(run_id, key, metric)
-            model = self.client.create_logged_model(self.experiment_id, name="forecaster", source_run_id=run_id)
-            self.client.finalize_logged_model(model.model_id, "READY")
-            self.client.set_tag(run_id, "runner.forecaster_uri", f"models:/{model.model_id}")
+            self.client.log_param(run_id, "tracking.log_model", str(log_model).lower())
+            if log_model:
+                model = self.client.create_logged_model(self.experiment_id, name="forecaster", source_run_id=run_id)
+                self.client.finalize_logged_model(model.model_id, "READY")
+                self.client.set_tag(run_id, "runner.forecaster_uri", f"models:/{model.model_id}")
             self.client.set_terminated(run_id, status=status)
             children.append(run_id)
         return SyntheticSweep(sweep_id, parent_run_id, children, tracker)
@@ -229,12 +238,12 @@ class SyntheticStore:
 
         return promotion.sweep_candidates(self.client, self.experiment_id, sweep_id, policy)
 
-    def decide(self, sweep: SyntheticSweep, policy, policy_name: str = "test"):
-        """The post-sweep decision on a synthetic sweep: (Decision, ranking)."""
+    def decide(self, sweep: SyntheticSweep, policy, policy_name: str = "test", **kwargs):
+        """The post-sweep decision on a synthetic sweep: (Decision, ranking); `kwargs` go to apply_policy."""
         from runner import promotion
 
         return promotion.apply_policy(policy, policy_name, self.store, self.candidates(sweep.sweep_id, policy),
-                                      sweep_id=sweep.sweep_id)
+                                      sweep_id=sweep.sweep_id, **kwargs)
 
     def registry(self):
         from runner.registry import ModelRegistry

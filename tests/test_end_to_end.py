@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import E2E_OVERRIDES, cli_env, compose_config, pointed_at, run_job_in_process
@@ -149,7 +150,6 @@ def forecaster(e2e_run):
 def test_the_bare_network_is_logged_with_the_keras_flavour_and_predicts(e2e_run, forecaster):
     import mlflow
     import mlflow.keras
-    import numpy as np
 
     from runner import forecaster as forecasting
 
@@ -185,8 +185,44 @@ def test_the_forecaster_records_its_needs_and_signature(forecaster):
     model, history = forecaster
     metadata = model.metadata.metadata
     assert metadata["horizon"] == 48 and metadata["min_history"] == len(history) >= 336
-    inputs = [column.name for column in model.metadata.get_input_schema().inputs]
-    assert inputs == ["timestamp", "demand_mw"]
+    # no input schema, so that MLflow hands integer MW and ISO strings to the forecaster (model_logging.py)
+    assert model.metadata.get_input_schema() is None
+    assert sorted(metadata["input_columns"]) == ["demand_mw", "timestamp"]  # the MLmodel file sorts keys
+    assert [column.name for column in model.metadata.get_output_schema().inputs] == ["timestamp", "forecast_mw"]
+
+
+def as_read(history: pd.DataFrame, demand: str, timestamps: str) -> pd.DataFrame:
+    """The history as real data holds it: MW as integers or floats, timestamps as datetimes or the ISO
+    strings `pd.read_csv` gives without parse_dates."""
+    values = history["demand_mw"].round().astype("int64")  # the shipped CSV holds whole MW
+    times = pd.to_datetime(history["timestamp"])
+    return pd.DataFrame({
+        "timestamp": times if timestamps == "datetime" else times.dt.strftime("%Y-%m-%dT%H:%M:%S"),
+        "demand_mw": values if demand == "int" else values.astype("float64"),
+    })
+
+
+def test_integer_and_float_mw_and_iso_timestamps_give_the_same_forecast(forecaster, tmp_path):
+    model, history = forecaster
+    expected = model.predict(as_read(history, "float", "datetime"))["forecast_mw"].to_numpy()
+    assert len(expected) == 48
+    for demand in ("int", "float"):
+        for timestamps in ("datetime", "iso"):
+            frame = as_read(history, demand, timestamps)
+            assert frame["demand_mw"].dtype == ("int64" if demand == "int" else "float64")
+            forecast = model.predict(frame)
+            assert len(forecast) == 48, (demand, timestamps)
+            np.testing.assert_allclose(forecast["forecast_mw"].to_numpy(), expected, rtol=1e-6)
+    # the README's way: straight from a CSV file of integer MW
+    path = tmp_path / "history.csv"
+    as_read(history, "int", "iso").to_csv(path, index=False)
+    for frame in (pd.read_csv(path), pd.read_csv(path, parse_dates=["timestamp"])):
+        assert frame["demand_mw"].dtype == "int64"
+        np.testing.assert_allclose(model.predict(frame)["forecast_mw"].to_numpy(), expected, rtol=1e-6)
+    # columns as a dict, or records, as the scoring server may hand them over
+    frame = as_read(history, "int", "iso")
+    for other in ({name: frame[name].to_numpy() for name in frame}, frame.to_dict("records")):
+        np.testing.assert_allclose(model.predict(other)["forecast_mw"].to_numpy(), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -196,15 +232,24 @@ def test_the_forecaster_records_its_needs_and_signature(forecaster):
         # long enough, but the half-hour after the first row is missing
         (lambda h: pd.concat([h.iloc[:1].assign(timestamp=h["timestamp"].iloc[0] - 2 * HALF_HOUR), h]),
          r"not regular|gap"),
-        (lambda h: h.rename(columns={"demand_mw": "load"}), r"demand_mw"),
+        (lambda h: h.rename(columns={"demand_mw": "load"}), r"missing column\(s\) \['demand_mw'\]"),
+        (lambda h: h.assign(demand_mw=h["demand_mw"].where(h.index != 100)),
+         r"^history demand_mw is nan, not a finite number at row 101 "),
+        (lambda h: h.assign(timestamp=h["timestamp"].astype(str).where(h.index != 7, "not a time")),
+         r"^history timestamp 'not a time' is not in the expected format, ISO 8601 .* at row 8 "),
     ],
-    ids=["too-short", "gap", "wrong-column"],
+    ids=["too-short", "gap", "wrong-column", "nan", "bad-timestamp"],
 )
 def test_bad_history_is_a_clear_error(forecaster, spoil, message):
+    """An MlflowException with INVALID_PARAMETER_VALUE, which MLflow's scoring server answers with HTTP 400
+    and this message in the body (tests/test_serving.py)."""
+    from mlflow.exceptions import MlflowException
+
     model, history = forecaster
-    with pytest.raises(Exception, match=message) as error:
+    with pytest.raises(MlflowException, match=message) as error:
         model.predict(spoil(history).reset_index(drop=True))
-    assert len(str(error.value).splitlines()[0]) < 300
+    assert error.value.error_code == "INVALID_PARAMETER_VALUE" and error.value.get_http_status_code() == 400
+    assert len(str(error.value).splitlines()) == 1 and len(str(error.value)) < 300
 
 
 def test_the_forecaster_predicts_the_same_where_this_package_cannot_be_imported(e2e_run, forecaster,

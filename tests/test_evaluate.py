@@ -108,6 +108,44 @@ def test_missing_models_are_one_line_errors(naive_run: FinishedRun, tmp_path: Pa
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
 
 
+# Runs `python -m runner.evaluate ARGS`, then, at exit, writes whether Keras or TensorFlow was imported
+# (loading a forecaster imports both: no forecaster was loaded, let alone scored, when neither was).
+RECORD_LOADING = """
+import atexit, json, runpy, sys
+record, args = sys.argv[1], sys.argv[2:]
+atexit.register(lambda: open(record, "w").write(json.dumps(sorted({"keras", "tensorflow"} & set(sys.modules)))))
+sys.argv = ["runner.evaluate", *args]
+runpy.run_module("runner.evaluate", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: FinishedRun, tmp_path: Path,
+                                                                   capsys):
+    import time
+
+    from runner.evaluate import main
+
+    uri = naive_run.tracking_uri
+    cases = {f"{MODEL}@nope": "has no alias 'nope'", f"{MODEL}/9": "has no version 9",
+             "no-such-model@champion": "no registered model named 'no-such-model'"}
+    for reference, message in cases.items():
+        started = time.perf_counter()
+        assert main(["--model", f"{MODEL}@champion", "--reference", reference, "--tracking-uri", uri]) == 1
+        elapsed = time.perf_counter() - started
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+        assert elapsed < 5, f"{elapsed:.1f}s: the main model was scored first (loading and scoring take ~10 s)"
+    # as a command: one line, exit 1, and no forecaster was loaded
+    record = tmp_path / "loaded.json"
+    done = subprocess.run([sys.executable, "-c", RECORD_LOADING, str(record), "--model", f"{MODEL}@champion",
+                           "--reference", f"{MODEL}@nope", "--tracking-uri", uri], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == f"error: model '{MODEL}' has no alias 'nope'"
+    assert json.loads(record.read_text()) == []
+
+
 def test_usage_errors_exit_2_without_loading_anything(tmp_path: Path):
     for args, message in (
         ([], "one of the arguments --model --run is required"),
@@ -115,6 +153,7 @@ def test_usage_errors_exit_2_without_loading_anything(tmp_path: Path):
         (["--model", "m@a", "--version", "1"], "give one of them"),
         (["--run", "r", "--version", "1"], "--version: only with --model NAME"),
         (["--model", "m", "--version", "x"], "--version: must be a number"),
+        (["--model", "m@a", "--reference", "other"], "--reference: give NAME@alias or NAME/version; got 'other'"),
     ):
         done = evaluate_cli(*args, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

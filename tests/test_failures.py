@@ -13,9 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MLP, cli_env, run_cli, sqlite_uri, store_runs
-
-from runner import series
+from conftest import broken_model, cli_env, run_cli, sqlite_uri, store_runs
 
 
 def only_run(db: Path):
@@ -33,20 +31,21 @@ def traceback_text(db: Path, run, folder: Path) -> str:
 
 
 def test_a_job_that_raises_ends_its_run_failed_with_the_traceback(tmp_path):
-    """A data file that passes validation (it exists, it has the columns) but is too short for the split."""
-    short = tmp_path / "short.csv"
-    frame = series.load_series(series.shipped_series_path())
-    frame.iloc[:3000].to_csv(short, index=False)
+    """A config that passes validation whose job raises inside the run (a model builder that fails; data
+    problems are refused before any run, see tests/test_bad_data.py)."""
+    config_dir, env = broken_model(tmp_path / "conf")
 
-    cli = run_cli([*TINY_MLP, f"data.path={short}", "tracking.log_model=false"], tmp_path)
+    cli = run_cli(["--config-dir", str(config_dir), "model=broken", "epochs=1", "tracking.log_model=false"],
+                  tmp_path, env)
 
-    assert cli.returncode != 0
+    assert cli.returncode == 1, cli.stderr
     last_line = cli.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error:") and "data.split" in last_line and "3000" in last_line, cli.stderr
+    assert last_line.startswith("error: RuntimeError:") and "builder always fails" in last_line, cli.stderr
+    assert "the run ended FAILED" in last_line
     run = only_run(tmp_path / "outputs" / "mlflow.db")
     assert run.info.status == "FAILED" and run.info.end_time
     text = traceback_text(tmp_path / "outputs" / "mlflow.db", run, tmp_path / "downloaded")
-    assert text.startswith("Traceback") and "ValueError" in text and "data.split" in text
+    assert text.startswith("Traceback") and "RuntimeError" in text and "broken_builder.py" in text
 
 
 def test_a_diverging_run_fails_with_a_clear_message(tmp_path):

@@ -184,6 +184,31 @@ def test_only_runs_that_pass_every_gate_and_finished_are_ranked(synthetic, model
     assert decision.action == "no_winner" and decision.failed
 
 
+# -- a sweep that logged no forecaster ---------------------------------------------------------------
+def test_a_sweep_without_logged_models_says_why_nothing_was_registered(synthetic, model_name, caplog):
+    from runner.sweep_hooks import SweepState, finish_sweep
+
+    policy = make_policy(model_name=model_name)
+    sweep = synthetic.make_sweep([4.0, 3.5], with_tracker=True, log_model=False)
+    state = SweepState(sweep.sweep_id, sweep.parent_run_id, synthetic.experiment_id, synthetic.store,
+                       sweep.tracker, policy, "test")
+    with caplog.at_level("INFO", logger="runner"):
+        assert finish_sweep(state) == 0  # the default policy keeps the registry as it is (on_no_winner: keep)
+    decision = decision_report(synthetic.client, sweep.parent_run_id)["decision"]
+    assert decision["action"] == "no_winner" and not decision["failed"]
+    reason = decision["reason"]
+    assert reason.startswith("no version registered: 2 run(s) passed the gates but logged no forecaster "
+                             "(tracking.log_model=false); the best was job #1 run "), reason
+    assert sweep.run_ids[1][:8] in reason and "val_mape 3.5000" in reason and "\n" not in reason
+    [line] = [r.getMessage() for r in caplog.records if "decision:" in r.getMessage()]
+    assert line.endswith(reason)  # the console report says the same, in one line
+    assert synthetic.versions(model_name) == []
+    # under a policy that fails on no winner, the same reason fails the sweep
+    strict = make_policy(model_name=model_name, on_no_winner="fail")
+    decision, _ = synthetic.decide(synthetic.make_sweep([4.0], log_model=False), strict)
+    assert decision.failed and "tracking.log_model=false" in decision.reason
+
+
 # -- the hook run twice --------------------------------------------------------------------------------
 def test_the_hook_twice_for_the_same_sweep_registers_nothing_twice(synthetic, model_name):
     from runner.sweep_hooks import SweepState, finish_sweep

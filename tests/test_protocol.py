@@ -1,5 +1,5 @@
-"""The evaluation protocol on the shipped series (DESIGN.md): weeks 1-7 train, week 8 validation,
-weeks 9-12 test with every origin whose whole next day lies in them, scored in MW."""
+"""The evaluation protocol on the shipped series: weeks 1-7 train, week 8 validation (early stopping and
+model selection), weeks 9-12 test with every origin whose whole next day lies in them, scored in MW."""
 
 from __future__ import annotations
 

@@ -150,6 +150,11 @@ def test_transition_is_quiet_recorded_and_can_archive(registry, store, name, rec
     assert history[1]["reason"] == "v2 better"
     with pytest.raises(ValueError, match="stage"):
         registry.transition_model(name, "Prod")
+    # rolled back: v1 returns to Production and v2, which held it, is archived (one by one, as a move
+    # with archive_existing is: MLflow's own archiving fails on a server on PostgreSQL)
+    registry.rollback(name, "stage:Production", reason="v2 misbehaves")
+    assert [(v["version"], v["stage"]) for v in registry.get_model_versions(name)] == [
+        ("1", "Production"), ("2", "Archived")]
 
 
 def test_unknown_names_versions_and_aliases_raise_package_errors(registry, store, name):

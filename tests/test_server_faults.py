@@ -81,7 +81,9 @@ def test_a_server_gone_for_good_fails_the_job_naming_the_run_and_stale_runs_clos
     experiment = "faults-gone"
     env = {**fault_server.client_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}  # give up after ~2 s
     started = time.perf_counter()
-    code, output = run_with_fault([*LONG_RUN, f"experiment_name={experiment}"], tmp_path, env,
+    # heartbeat_seconds=1: stale-runs waits for 3 missed beats of the run's own interval before closing it
+    code, output = run_with_fault([*LONG_RUN, f"experiment_name={experiment}", "tracking.heartbeat_seconds=1"],
+                                  tmp_path, env,
                                   at_line="epoch   2/6", fault=fault_server.stop)
     seconds = time.perf_counter() - started
     assert code == 1, output[-3000:]

@@ -11,10 +11,9 @@ import math
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
-from conftest import CONF_DIR
+from conftest import BROKEN_MODEL, CONF_DIR, broken_model
 from sweep_fixtures import (
     MODEL_NAME,
     NAIVE_VAL_MAPE,
@@ -28,7 +27,7 @@ from sweep_fixtures import (
     write_policy,
 )
 
-from runner import promotion, series
+from runner import promotion
 
 IMPOSSIBLE_GATE = [{"metric": "val_mape", "op": "<", "value": 0.001}]
 
@@ -203,25 +202,24 @@ def test_optuna_preset_sweep_is_a_parent_with_child_runs_and_promotes_the_best(o
 # -- a failed job ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    """Job 0 reads a copy of the data cut to 1000 values (valid config, too short for the split: it fails
-    in the job); job 1 reads the shipped data."""
+    """Job 0's model builder raises inside its run (a valid config; bad data would be refused before the
+    sweep, tests/test_bad_data.py); job 1 is model=naive."""
     cwd = tmp_path_factory.mktemp("failed")
-    short = cwd / "short.csv"
-    pd.read_csv(series.shipped_series_path()).head(1000).to_csv(short, index=False)
-    return run_sweep(cwd, ["model=naive", f"data.path={short},null", *TINY])
+    config_dir, env = broken_model(cwd / "conf")
+    return run_sweep(cwd, ["--config-dir", str(config_dir), f"model={BROKEN_MODEL},naive", *TINY], env)
 
 
 @pytest.mark.slow
 def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported(failed_sweep):
     sweep = failed_sweep
     assert sweep.cli.returncode == 1, describe(sweep)
-    parent, [short, full] = sweep.runs()
-    assert (short.info.status, full.info.status) == ("FAILED", "FINISHED")
-    assert "traceback.txt" in [a.path for a in sweep.store.client.list_artifacts(short.info.run_id)]
+    parent, [broken, full] = sweep.runs()
+    assert (broken.info.status, full.info.status) == ("FAILED", "FINISHED")
+    assert "traceback.txt" in [a.path for a in sweep.store.client.list_artifacts(broken.info.run_id)]
     assert parent.info.status == "FAILED"
 
     report = sweep.decision()
-    assert report["counts"]["failed"] == 1 and report["failures"][0]["run_id"] == short.info.run_id
+    assert report["counts"]["failed"] == 1 and report["failures"][0]["run_id"] == broken.info.run_id
     assert [row["run_id"] for row in report["top"]] == [full.info.run_id]  # only finished runs count
     assert report["decision"]["action"] == "promoted"
     assert "failed jobs: 1 (#0 FAILED)" in sweep.cli.stdout
@@ -231,12 +229,12 @@ def test_a_failed_job_fails_the_sweep_after_the_others_ran_and_the_hook_reported
 
 @pytest.fixture(scope="module")
 def failed_optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    """The Optuna preset with every trial failing in its job (data too short), tolerated by the sweeper."""
+    """The Optuna preset with every trial failing in its job (a model builder that raises; the fixed
+    `model=` replaces the preset's choice), tolerated by the sweeper."""
     cwd = tmp_path_factory.mktemp("failed_optuna")
-    short = cwd / "short.csv"
-    pd.read_csv(series.shipped_series_path()).head(1000).to_csv(short, index=False)
-    return run_sweep(cwd, ["sweep=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0",
-                           f"data.path={short}", *TINY])
+    config_dir, env = broken_model(cwd / "conf")
+    return run_sweep(cwd, ["--config-dir", str(config_dir), "sweep=optuna", f"model={BROKEN_MODEL}",
+                           "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0", *TINY], env)
 
 
 @pytest.mark.slow

@@ -1,0 +1,234 @@
+"""Serving the champion: a real tiny sweep registers `@champion`, then MLflow's own tools serve it from the
+project's environment. `mlflow models serve` answers a POST of recent history (integer MW, as the shipped
+CSV holds, in MLflow's `dataframe_split` format) with the 48 forecasts `load_model(...).predict` gives,
+and a too-short history with HTTP 400 and the reason in the body's `message`; `mlflow models predict` on a
+CSV file gives the same 48 values. A version logged with the signature used before this change (an input
+schema of `timestamp: datetime, demand_mw: double`) shows what the README says of old versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import cli_env
+from sweep_fixtures import MODEL_NAME, TINY, SweepStore, describe, run_sweep
+
+from runner import series
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = f"models:/{MODEL_NAME}@champion"
+# The project's environment: its `mlflow`, and the `uvicorn` that `mlflow models serve` execs from PATH.
+BIN = Path(sys.executable).parent
+SERVER_START_TIMEOUT = 240  # loading TensorFlow and the model on a busy machine
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
+    """A one-job naive sweep on its own embedded store: version 1 of the default policy's model, `@champion`."""
+    sweep = run_sweep(tmp_path_factory.mktemp("serving"), ["model=naive", *TINY])
+    assert sweep.cli.returncode == 0 and sweep.store.alias_version("champion") == "1", describe(sweep)
+    return sweep.store
+
+
+@pytest.fixture(scope="module")
+def served_env(champion: SweepStore) -> dict[str, str]:
+    return cli_env({"MLFLOW_TRACKING_URI": champion.tracking_uri,
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
+
+
+@pytest.fixture(scope="module")
+def in_process(champion: SweepStore):
+    """The champion loaded as a user loads it, in this process."""
+    import mlflow
+
+    mlflow.set_tracking_uri(champion.tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(CHAMPION)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def history(in_process) -> pd.DataFrame:
+    """The last two weeks of the shipped CSV as `pd.read_csv` reads it: integer MW, ISO 8601 strings."""
+    frame = pd.read_csv(series.shipped_series_path())
+    assert frame["demand_mw"].dtype == "int64" and isinstance(frame["timestamp"].iloc[0], str)
+    rows = max(2 * 336, int(in_process.metadata.metadata["min_history"]))
+    return frame.iloc[-rows:].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def expected(in_process, history) -> pd.DataFrame:
+    forecast = in_process.predict(history)
+    assert len(forecast) == 48
+    return forecast
+
+
+def split_body(history: pd.DataFrame, mw=int) -> bytes:
+    """MLflow's `dataframe_split` request body, MW as Python ints (or floats)."""
+    rows = [[stamp, mw(value)] for stamp, value in zip(history["timestamp"], history["demand_mw"], strict=True)]
+    return json.dumps({"dataframe_split": {"columns": ["timestamp", "demand_mw"], "data": rows}}).encode()
+
+
+def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def assert_same_forecast(predictions: list[dict], expected: pd.DataFrame) -> None:
+    assert len(predictions) == 48
+    times = pd.to_datetime([p["timestamp"] for p in predictions])
+    assert list(times) == list(pd.DatetimeIndex(expected["timestamp"]))
+    np.testing.assert_allclose([p["forecast_mw"] for p in predictions], expected["forecast_mw"], rtol=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextmanager
+def model_server(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow models serve -m models:/NAME@champion --env-manager local` in its own process group (it
+    execs uvicorn in a child); yields (base URL, process); stops the whole group on the way out."""
+    port = free_port()
+    log = (cwd / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            assert server.poll() is None, f"the server exited {server.returncode}:\n{(cwd / 'serve.log').read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"no answer on {url}/ping:\n{(cwd / 'serve.log').read_text()}"
+            time.sleep(1)
+        yield url, server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_history(
+        served_env, history, expected, in_process, tmp_path):
+    with model_server(served_env, tmp_path) as (url, server):
+        # integer MW and ISO timestamps, as the shipped CSV holds them
+        body = split_body(history)
+        assert b'"2000-08-' in body and isinstance(json.loads(body)["dataframe_split"]["data"][0][1], int)
+        status, answer = post(f"{url}/invocations", body)
+        assert status == 200, answer
+        assert_same_forecast(answer["predictions"], expected)
+        # float MW, and the same history as text/csv
+        status, answer = post(f"{url}/invocations", split_body(history, float))
+        assert status == 200, answer
+        assert_same_forecast(answer["predictions"], expected)
+        status, answer = post(f"{url}/invocations", history.to_csv(index=False).encode(), "text/csv")
+        assert status == 200, answer
+        assert_same_forecast(answer["predictions"], expected)
+        # one row too few: HTTP 400 and the reason in the body's message
+        need = int(in_process.metadata.metadata["min_history"])
+        status, answer = post(f"{url}/invocations", split_body(history.iloc[-(need - 1):]))
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert answer["message"].endswith(f"history has {need - 1} rows; this model needs at least {need}"), answer
+        pgid = server.pid
+    assert server.returncode is not None
+    deadline = time.monotonic() + 30
+    while group_alive(pgid) and time.monotonic() < deadline:  # uvicorn, the child, goes with its parent
+        time.sleep(0.5)
+    assert not group_alive(pgid), "a process of the server's group is still running"
+
+
+def test_mlflow_models_predict_on_a_csv_of_integer_mw_gives_the_same_forecast(served_env, history, expected,
+                                                                                 tmp_path):
+    source = tmp_path / "input.csv"
+    history.to_csv(source, index=False)
+    assert source.read_text().splitlines()[1].split(",")[1].isdigit()  # whole MW, as shipped
+    output = tmp_path / "forecast.json"
+    done = subprocess.run(
+        [str(BIN / "mlflow"), "models", "predict", "-m", CHAMPION, "-i", str(source), "-o", str(output), "-t", "csv",
+         "--env-manager", "local"],
+        cwd=tmp_path, env=served_env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_forecast(json.loads(output.read_text())["predictions"], expected)
+
+
+def test_a_version_logged_with_the_old_signature_needs_float_mw_and_datetimes(champion, history, expected,
+                                                                               tmp_path):
+    """Versions registered before this change declare `timestamp: datetime, demand_mw: double`, which
+    MLflow enforces before the forecaster runs: integer MW and ISO strings are refused, and the casts the
+    README gives make them work (with the same forecast)."""
+    import mlflow
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    from runner import forecaster
+
+    mlflow.set_tracking_uri(champion.tracking_uri)
+    try:
+        model_dir = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path / "champion")))
+        cast = history.assign(timestamp=pd.to_datetime(history["timestamp"]),
+                              demand_mw=history["demand_mw"].astype(float))
+        old_signature = infer_signature(cast, expected)  # what runner/model_logging.py logged until now
+        assert str(old_signature.inputs) == "['timestamp': datetime (required), 'demand_mw': double (required)]"
+        experiment = mlflow.create_experiment("old-signature", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no input example: not needed here
+            info = mlflow.pyfunc.log_model(
+                name="forecaster", python_model=str(Path(forecaster.__file__).resolve()),
+                artifacts={"network": str(model_dir / "artifacts" / "network.keras"),
+                           "preprocessing": str(model_dir / "artifacts" / "preprocessing.json")},
+                signature=old_signature, pip_requirements=["mlflow"])
+        old = mlflow.pyfunc.load_model(info.model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    with pytest.raises(MlflowException, match="Can not safely convert str to datetime64"):
+        old.predict(history)
+    with pytest.raises(MlflowException, match="Can not safely convert int64 to float64"):
+        old.predict(history.assign(timestamp=pd.to_datetime(history["timestamp"])))
+    # the README's casts
+    fixed = history.copy()
+    fixed["timestamp"] = pd.to_datetime(fixed["timestamp"])
+    fixed["demand_mw"] = fixed["demand_mw"].astype(float)
+    np.testing.assert_allclose(old.predict(fixed)["forecast_mw"], expected["forecast_mw"], rtol=1e-6)
