@@ -37,6 +37,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the run ends KILLED."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C). A subclass on purpose: CPython remembers a bare KeyboardInterrupt that leaves code
+    run from a string (exec/eval) and then ends the process by SIGINT, whatever exit code it chose."""
+
+
 class TimeLimitExceeded(Exception):  # noqa: N818 (it reads as what happened)
     """The job ran past its time limit (trainer.time_limit_seconds): its run ends FAILED."""
 
@@ -66,7 +71,7 @@ STATE = _State()
 
 
 def interrupt_for(signum: int) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    return Terminated() if signum == signal.SIGTERM else Interrupted()
 
 
 def _where() -> str:
