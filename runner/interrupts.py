@@ -13,7 +13,8 @@ an interrupt is raised:
   kill the worker, and loky answers a dead worker by killing every other worker with SIGKILL);
 - in the main process of a sweep whose jobs run elsewhere, the first signal first stops the workers
   (`before_raise`, set by runner.sweep_hooks): they end their runs KILLED, then the interrupt is raised;
-- once an interrupt has been raised, later signals are ignored: the first one is on its way out.
+- once an interrupt has been raised, later signals are ignored: the first one is on its way out (unless
+  the job's body still runs: Python swallowed it, e.g. raised inside a weakref callback).
 
 SIGTERM raises `Terminated`, a KeyboardInterrupt, so every handler of Ctrl-C also handles it. The time
 limit is SIGALRM in the job's own thread and raises `TimeLimitExceeded`, an ordinary exception: the job
@@ -87,8 +88,10 @@ def _handler(signum, frame) -> None:
     STATE.landed.append(_where())
     if STATE.stopping is None:
         STATE.stopping = signum
-    if STATE.raised:
+    if STATE.raised and not (STATE.job and not STATE.closing and not STATE.depth):
         return  # the first interrupt is on its way out; its cleanup must not be cut
+    # (still inside a job's body after an interrupt: it was swallowed, e.g. raised in a weakref callback
+    # and "ignored" by Python; this one is raised again)
     if STATE.depth or STATE.closing or (STATE.worker and not STATE.job):
         STATE.pending = True
         return
