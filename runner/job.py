@@ -209,6 +209,11 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
         raise
     except BaseException as error:
         state.closing = True
+        if state.raised and state.stopping is not None and not isinstance(error, interrupts.TimeLimitExceeded):
+            # the interrupt was raised, and a library turned it into its own error (TensorFlow's pybind11
+            # code: "RuntimeError: ... REPLACED BY Interrupted"): still an interrupt
+            status = "KILLED"
+            raise interrupts.interrupt_for(state.stopping) from error
         if isinstance(error, interrupts.TimeLimitExceeded):
             _set_reason(tracker, f"time limit: ran past trainer.time_limit_seconds="
                                  f"{config.trainer.time_limit_seconds:g}")

@@ -221,7 +221,8 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
     assert parent.info.status == "KILLED"
     _, children = store.sweep_runs(parent.data.tags["runner.sweep_id"])
     assert {c.info.run_id for c in children} >= set(started)
-    assert all(c.info.status == "KILLED" for c in children), [(c.info.run_name, c.info.status) for c in children]
+    assert all(c.info.status == "KILLED" for c in children), [
+        (c.data.tags.get("runner.job_num"), c.info.status, c.data.tags.get("runner.failure_reason")) for c in children]
     report = store.decision(parent.info.run_id)
     assert report["decision"]["action"] == "interrupted"
     assert report["decision"]["winner_run_id"] is None and report["decision"]["version"] is None
