@@ -170,7 +170,13 @@ def main() -> None:
     from runner.credentials import refuse_credentials
 
     refuse_credentials(sys.argv[1:])  # before Hydra writes the command line into .hydra/ and multirun.yaml
+    from runner import interrupts
+
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m runner --help | head` ends quietly
+    # SIGTERM (a scheduler, `kill`) as Ctrl-C, and neither may cut a write to the store; a sweep's
+    # workers inherit the main pid and know they are workers (runner.interrupts)
+    interrupts.mark_main_process()
+    interrupts.install()
     # Errors reach us raw (not pre-printed by Hydra) so that each is one line with a clear exit code.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from hydra.errors import HydraException
@@ -184,9 +190,7 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as error:
         code = _fail(one_line(error), EXIT_USAGE)
     except KeyboardInterrupt as error:
-        from runner.job import Terminated
-
-        terminated = isinstance(error, Terminated)
+        terminated = isinstance(error, interrupts.Terminated)
         code = _fail("terminated" if terminated else "interrupted", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except SystemExit as error:
         code = error.code if isinstance(error.code, int) else (0 if error.code is None else EXIT_FAILED)

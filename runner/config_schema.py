@@ -114,8 +114,13 @@ class TrainerConfig:
     threads: int | None = None
     verbose: bool = True
     refit: bool = False
+    time_limit_seconds: float | None = None  # a job past it ends FAILED ("time limit"); null: no limit
 
     def __post_init__(self):
+        if self.time_limit_seconds is not None and not (self.time_limit_seconds > 0
+                                                        and math.isfinite(self.time_limit_seconds)):
+            _fail("trainer.time_limit_seconds", f"must be a positive number of seconds or null; "
+                                                f"got {self.time_limit_seconds}")
         _one_of("trainer.optimizer", self.optimizer, OPTIMIZERS)
         _one_of("trainer.loss", self.loss, LOSSES)
         if self.patience < 0:

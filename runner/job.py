@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
+import socket
 import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import __version__
+from runner import __version__, interrupts
 from runner.config_schema import Validated
+from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
 from runner.params import is_secret_key, redact, redact_uri
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
@@ -37,10 +37,6 @@ log = logging.getLogger("runner")
 SWEEP_ID_ENV = "RUNNER_SWEEP_ID"  # set for every job by hydra.job.env_set (conf/config.yaml)
 REPRODUCES_ENV = "RUNNER_REPRODUCES"  # set by `runner-registry reproduce`: the run being reproduced
 PROTOCOL_VERSION = "1"  # bump when origins, features or metrics change meaning
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the run ends KILLED."""
 
 
 @dataclass
@@ -120,20 +116,7 @@ def _user() -> str:
         return "unknown"
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals to whoever owns them
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+FAILURE_REASON_TAG = "runner.failure_reason"  # a short reason on a run that did not finish
 
 
 @dataclass
@@ -175,6 +158,9 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
         "runner.protocol": protocol_tag(config),
         "runner.registry_policy": ctx.registry_name,
         "mlflow.user": _user(),
+        # where the job runs: a sweep's main process closes only runs whose process is gone from its machine
+        "runner.host": socket.gethostname(),
+        "runner.pid": str(os.getpid()),
         **git_state(Path(__file__).resolve().parent),
     }
     if os.environ.get(REPRODUCES_ENV):
@@ -188,20 +174,58 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
                                 heartbeat_seconds=config.tracking.heartbeat_seconds)
     parent_run_id = sweep_parent_run_id(tracker, ctx.sweep_id) if ctx.sweep_id else None
-    run_id = tracker.start_run(name, tags=tags, parent_run_id=parent_run_id)
+    # SIGINT/SIGTERM end the run KILLED and never cut a write (runner.interrupts); `main()` installs the
+    # handlers for the whole command, a sweep's worker keeps them, a library caller gets its own back
+    installed_here = interrupts.install() and not interrupts.STATE.worker
+    try:
+        return _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started)
+    finally:
+        if installed_here:
+            interrupts.uninstall()
+
+
+def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started):
+    interrupts.refuse_if_stopping()  # a worker told to stop starts no new run
+    state = interrupts.STATE
+    # From here to the end, the `state.closing = ...` lines are plain assignments on purpose: no signal
+    # handler can run between them and the statement before, so a run is never created or ended halfway.
+    state.closing = True
+    try:
+        run_id = tracker.start_run(name, tags=tags, parent_run_id=parent_run_id)
+    except BaseException:
+        state.closing = False
+        raise
     status = "FAILED"
     try:
-        with sigterm_as_interrupt():
+        state.job, state.closing = True, False
+        interrupts.raise_pending()  # a signal that came while the run was being created
+        with interrupts.time_limit(config.trainer.time_limit_seconds):
             metrics = _train_and_log(cfg, validated, ctx, tracker, data.frame.copy())
+            state.closing = True
         status = "FINISHED"
     except KeyboardInterrupt:
+        state.closing = True
         status = "KILLED"
         raise
-    except BaseException:
+    except BaseException as error:
+        state.closing = True
+        if state.raised and state.stopping is not None and not isinstance(error, interrupts.TimeLimitExceeded):
+            # the interrupt was raised, and a library turned it into its own error (TensorFlow's pybind11
+            # code: "RuntimeError: ... REPLACED BY Interrupted"): still an interrupt
+            status = "KILLED"
+            raise interrupts.interrupt_for(state.stopping) from error
+        if isinstance(error, interrupts.TimeLimitExceeded):
+            _set_reason(tracker, f"time limit: ran past trainer.time_limit_seconds="
+                                 f"{config.trainer.time_limit_seconds:g}")
         _log_traceback(tracker, ctx.output_dir)
         raise
     finally:
-        tracker.end_run(status)
+        state.closing = True
+        try:
+            tracker.end_run(status)
+        finally:
+            state.job = state.closing = False
+        interrupts.raise_pending()  # a signal that waited for the run's end (when nothing else is leaving)
     objective = metrics[config.registry.metric]
     return JobResult(run_id, name, objective, metrics, time.perf_counter() - started,
                      store.tracking_uri, store.ui_command())
@@ -220,6 +244,13 @@ def sweep_parent_run_id(tracker, sweep_id: str) -> str:
 def protocol_tag(config) -> str:
     s = config.data.split
     return f"v{PROTOCOL_VERSION}:weeks={s.train_weeks}/{s.val_weeks}/{s.test_weeks}:horizon=48"
+
+
+def _set_reason(tracker, reason: str) -> None:
+    try:
+        tracker.set_tag(FAILURE_REASON_TAG, reason)
+    except Exception as error:  # the original failure matters more than this one
+        log.debug("could not tag the failure reason: %s", error)
 
 
 class NonFiniteMetric(RuntimeError):

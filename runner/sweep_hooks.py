@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,15 +24,21 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import interrupts
 from runner.config_schema import ConfigError, Policy, check_trust_not_configured, validate
 from runner.errors import RunnerError
-from runner.job import SWEEP_ID_ENV, redact_overrides
+from runner.job import FAILURE_REASON_TAG, SWEEP_ID_ENV, redact_overrides
 from runner.params import redact_uri
 from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
 MAX_VALIDATED_COMBINATIONS = 500
+# How long the main process waits, after a signal, for its workers to end their runs KILLED before
+# stopping them itself; then for the processes left to exit after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 20.0
+REAP_GRACE_SECONDS = 5.0
+_ACTIVE: SweepState | None = None  # the sweep this process runs (for loky's manager thread)
 
 
 @dataclass
@@ -58,8 +65,13 @@ class SweepTracking(Callback):
         return {"state": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _ACTIVE
         try:
-            self.state = start_sweep(config)
+            self.state = state = start_sweep(config)
+            # a signal to this process (alone or with its group) first stops the workers
+            interrupts.STATE.before_raise = lambda signum: stop_workers(state)
+            _ACTIVE = state
+            _prepare_launcher(config)
         except (ConfigError, RunnerError) as error:
             print(f"error: {redact_uri(str(error))}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
@@ -69,11 +81,24 @@ class SweepTracking(Callback):
             raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _ACTIVE
         state, self.state = self.state, None
         if state is None:  # the start hook refused the sweep
             return
+        interrupts.STATE.before_raise = None
         leaving = sys.exc_info()[1]  # Hydra calls this hook in a `finally`
-        code = finish_sweep_safely(state, leaving)
+        died = []
+        with interrupts.last_words():  # the runs' closing, the decision, its registry changes: never cut
+            if leaving is not None:  # stop what is left of the workers, close the runs they could not
+                died = settle_workers(state, interrupted=isinstance(leaving, KeyboardInterrupt))
+            _ACTIVE = None
+            code = finish_sweep_safely(state, leaving)
+        if died and not isinstance(leaving, KeyboardInterrupt):
+            # e.g. loky's TerminatedWorkerError: name the jobs rather than quote the executor
+            names = "; ".join(f"#{d['job']} {d['run_name']} (run {d['run_id'][:8]})" for d in died)
+            print(f"error: {len(died)} job(s) of the sweep died without ending their runs (a worker killed "
+                  f"hard: SIGKILL, out of memory?), closed as FAILED: {names}", file=sys.stderr)
+            raise SystemExit(1)
         if code and leaving is None:
             raise SystemExit(code)
         # otherwise the job's error or the interrupt goes on to runner.app.main, which reports it
@@ -106,10 +131,174 @@ def _validate_every_job(config: DictConfig) -> None:
             raise ConfigError(f"{error} (in the job {' '.join(combo)})") from None
 
 
+def _gentle_loky_kill() -> None:
+    """Loky answers a worker that died (SIGKILL, out of memory) by killing every other worker with SIGKILL
+    at once (`_ExecutorManagerThread.kill_workers`, joblib/externals/loky/process_executor.py), which
+    would leave their runs RUNNING too. Wrapped here: SIGTERM first, so that each worker still running a
+    job ends its run KILLED (within STOP_GRACE_SECONDS), then loky's own kill. Only in the sweep's main
+    process, only when joblib is imported; a loky without that method is left alone (the runs are then
+    closed by `settle_workers`)."""
+    try:
+        from joblib.externals.loky.process_executor import _ExecutorManagerThread
+    except ImportError:
+        return
+    original = getattr(_ExecutorManagerThread, "kill_workers", None)
+    if original is None or getattr(original, "_runner_gentle", False):
+        return
+
+    def kill_workers(self, reason=""):
+        state = _ACTIVE
+        pids = [p.pid for p in list(self.processes.values()) if p.pid]
+        if state is not None and pids and not interrupts.STATE.raised:  # (a signal: stop_workers did this)
+            interrupts.signal_all(pids, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while time.monotonic() < deadline and any(interrupts.alive(p) for p in pids):
+                try:
+                    held = {r.data.tags.get("runner.pid") for r in running_children(state)}
+                except Exception:
+                    break
+                if not held & {str(p) for p in pids if interrupts.alive(p)}:
+                    break
+                time.sleep(0.25)
+        return original(self, reason)
+
+    kill_workers._runner_gentle = True
+    _ExecutorManagerThread.kill_workers = kill_workers
+
+
+def _controllers_ignore_sigint() -> None:
+    """submitit_local runs each job under a controller process (`python -m submitit.local._local`) whose
+    answer to Ctrl-C is a KeyboardInterrupt traceback on the sweep's stderr and SIGKILL to its job one
+    second later (`Controller.kill_tasks`, submitit/local/local.py), which can cut the job's last words.
+    Started with SIGINT ignored (a disposition a child inherits), the controller leaves Ctrl-C to its job,
+    which ends its run KILLED and exits, and to this process, which stops the controllers with SIGTERM
+    (which they forward to their jobs). The job installs its own SIGINT handler (runner.interrupts)."""
+    try:
+        from submitit.local import local
+    except ImportError:
+        return
+    original = local.start_controller
+    if getattr(original, "_runner_sigint", False):
+        return
+
+    def start_controller(*args, **kwargs):
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # for the fork only: a few milliseconds
+        try:
+            return original(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    start_controller._runner_sigint = True
+    local.start_controller = start_controller
+
+
+def _prepare_launcher(config: DictConfig) -> None:
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    if "hydra_joblib_launcher" in target:
+        _gentle_loky_kill()
+    elif target.endswith("submitit_launcher.LocalLauncher"):
+        _controllers_ignore_sigint()
+
+
+def _check_launcher(config: DictConfig) -> None:
+    """Launcher settings that can never work, refused before the parent run exists."""
+    n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
+        raise ConfigError(f"hydra.launcher.n_jobs: must be a positive number of parallel jobs, or negative "
+                          f"(-1: one per core, -2: all cores but one); got {n_jobs!r}")
+
+
+def running_children(state: SweepState) -> list:
+    """The sweep's child runs still RUNNING in the store."""
+    from mlflow.tracking import MlflowClient
+
+    from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    runs = client.search_runs([state.experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{state.sweep_id}' "
+                                                                   "and attributes.status = 'RUNNING'",
+                              max_results=10000)
+    return [r for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
+
+
+def _workers() -> list[int]:
+    return [pid for pid in interrupts.descendants() if not interrupts.is_helper(pid)]
+
+
+def stop_workers(state: SweepState, grace_seconds: float | None = None) -> None:
+    """Called by the first SIGINT/SIGTERM to the main process, before the interrupt is raised (joblib
+    then kills its workers with SIGKILL, submitit leaves its job processes running): SIGTERM to every
+    worker process (a second one is harmless: a worker raises once), then wait until their runs have
+    ended KILLED, they have exited, `grace_seconds` passed or another signal came."""
+    workers = _workers()
+    if not workers:
+        return  # the basic launcher: the job runs here, and the interrupt about to be raised ends it
+    interrupts.signal_all(workers, signal.SIGTERM)
+    seen = interrupts.STATE.count
+    deadline = time.monotonic() + (STOP_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+    while time.monotonic() < deadline and interrupts.STATE.count == seen:
+        if not any(interrupts.alive(pid) for pid in workers):
+            return
+        try:
+            if not running_children(state):
+                return
+        except Exception as error:  # the store is unreachable: wait out the grace period
+            log.debug("could not read the sweep's runs: %s", error)
+        time.sleep(0.25)
+
+
+def _process_gone(run) -> bool:
+    """The run's process ran on this machine and has exited (a job on a cluster node is left alone: its
+    heartbeat tells, and `stale-runs --close` closes it if it is stale)."""
+    import socket
+
+    tags = run.data.tags
+    if tags.get("runner.host") != socket.gethostname():
+        return False
+    try:
+        return not interrupts.alive(int(tags["runner.pid"]))
+    except (KeyError, ValueError):
+        return False
+
+
+def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]:
+    """The sweep ends early (an interrupt, a job or a worker that failed): stop the worker processes still
+    there (SIGTERM, then SIGKILL after REAP_GRACE_SECONDS), then close the child runs left RUNNING, whose
+    processes are gone: KILLED when the sweep was interrupted, else FAILED (a worker died). Returns the
+    runs closed here (job, run_name, run_id)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=state.store.tracking_uri)
+    closed: list[dict[str, str]] = []
+    try:
+        orphans = running_children(state)
+        if orphans and not interrupted and _workers():  # (an interrupt: stop_workers did this already)
+            stop_workers(state)
+        if (interrupted or orphans) and (left := _workers()):  # e.g. submitit's jobs, which outlive us
+            interrupts.reap(left, REAP_GRACE_SECONDS)
+        orphans = [r for r in running_children(state) if _process_gone(r)] if orphans else []
+    except Exception as error:
+        print(f"error: could not read the sweep's runs to close those left RUNNING: {error}", file=sys.stderr)
+        return closed
+    for run in orphans:
+        reason = ("the sweep was stopped; the job's process ended before its run" if interrupted else
+                  "its process died without ending the run (killed hard: SIGKILL, out of memory?)")
+        try:
+            client.set_tag(run.info.run_id, FAILURE_REASON_TAG, reason)
+            client.set_terminated(run.info.run_id, status="KILLED" if interrupted else "FAILED")
+        except Exception as error:
+            print(f"error: could not close run {run.info.run_id}: {error}", file=sys.stderr)
+            continue
+        closed.append({"job": run.data.tags.get("runner.job_num", "?"), "run_name": run.info.run_name or "",
+                       "run_id": run.info.run_id})
+    return closed
+
+
 def start_sweep(config: DictConfig) -> SweepState:
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
     check_trust_not_configured(config.hydra.job.env_set)
+    _check_launcher(config)
     _validate_every_job(config)
     validated = validate(config)
     if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
@@ -254,7 +443,8 @@ def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) ->
                                     promotion.rank(state.policy, candidates), state.sweep_id,
                                     state.parent_run_id, state.started)
     try:
-        client.log_dict(state.parent_run_id, report, "promotion/decision.json")
+        _write_report(client, state.parent_run_id, report)
+        log_sweep_outcome(client, state.parent_run_id, report)
     finally:
         _end_parent(state, "KILLED")
     log.info(promotion.format_report(report))

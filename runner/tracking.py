@@ -41,6 +41,8 @@ HEARTBEAT_TAG = "runner.heartbeat"
 HEARTBEAT_SECONDS_TAG = "runner.heartbeat_seconds"  # the run's own interval: stale-runs waits for missed beats
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 TAG_VALUE_LIMIT = 8000
+END_RUN_ATTEMPTS = 3  # the terminal status update: tries, each on a fresh client after the first
+END_RUN_SECONDS = 60.0  # and the time within which a retry may start
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,10 @@ def prepare_store(store: Store) -> None:
             migrated = connection.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
         if not migrated:
-            MlflowClient(tracking_uri=store.tracking_uri).search_experiments(max_results=1)  # creates it
+            from runner import interrupts
+
+            with interrupts.write():  # Ctrl-C waits: migrations cut halfway leave a store nothing can open
+                MlflowClient(tracking_uri=store.tracking_uri).search_experiments(max_results=1)  # creates it
 
 
 # MLflow's client retries a failed request with exponential backoff (urllib3: sleeps of 0, 2F, 4F, ... s
@@ -304,6 +309,21 @@ class MLflowManager:
             raise
 
 
+def _release_frames(error: BaseException) -> None:
+    """Clear the local variables of the finished frames of `error` and of the exception being handled:
+    a session or connection that an interrupt left holding a lock is freed with them."""
+    import gc
+    import sys
+    import traceback
+
+    for seen in (error, sys.exc_info()[1]):
+        while seen is not None:
+            if seen.__traceback__ is not None:
+                traceback.clear_frames(seen.__traceback__)
+            seen = seen.__context__
+    gc.collect()
+
+
 def _safe_folder(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -395,18 +415,51 @@ class ExperimentTracker:
         return self.run_id
 
     def end_run(self, status: str = "FINISHED") -> None:
+        """End the run with `status`. These are the run's last words: a signal that arrives meanwhile
+        waits (runner.interrupts), and a failed write is retried with a fresh client a few times, within
+        END_RUN_SECONDS, before the error is raised."""
         if self.run_id is None:
             return
         if self._heartbeat is not None:
             self._heartbeat.stopped.set()
-        try:
-            self._write(self._terminate, status)
-        except TrackingUnavailable as error:  # the server is gone: the run stays RUNNING there
-            log.debug("could not end run %s: %s", self.run_id, error)
-            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
-                with single_attempt_requests(), contextlib.suppress(Exception):
-                    mlflow.end_run(status=status)  # pops the fluent run; its atexit hook must not retry
-        self.run_id = None
+        from runner import interrupts
+
+        with interrupts.write():
+            try:
+                self._end_with_retries(status)
+            finally:
+                self.run_id = None
+
+    def _end_with_retries(self, status: str) -> None:
+        deadline = time.monotonic() + END_RUN_SECONDS
+        for attempt in range(END_RUN_ATTEMPTS):
+            try:
+                if attempt == 0:
+                    self._write(self._terminate, status)
+                else:
+                    self._terminate_with_fresh_client(status)
+                return
+            except TrackingUnavailable as error:  # the server is gone: the run stays RUNNING there
+                log.debug("could not end run %s: %s", self.run_id, error)
+                if mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
+                    with single_attempt_requests(), contextlib.suppress(Exception):
+                        mlflow.end_run(status=status)  # pops the fluent run; its atexit hook must not retry
+                return
+            except Exception as error:
+                # e.g. "database is locked": a write cut short elsewhere may hold the lock until its
+                # frames are freed; drop them, then try again on a new connection
+                log.debug("ending run %s (attempt %d) failed: %s", self.run_id, attempt + 1, error)
+                _release_frames(error)
+                if attempt + 1 == END_RUN_ATTEMPTS or time.monotonic() > deadline:
+                    raise
+                time.sleep(min(1.0 + attempt, max(0.0, deadline - time.monotonic())))
+
+    def _terminate_with_fresh_client(self, status: str) -> None:
+        MlflowClient(tracking_uri=self.tracking_uri).set_terminated(self.run_id, status=status)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status=status)  # the run is ended already; this pops the fluent API's run
 
     def _terminate(self, status: str) -> None:
         active = mlflow.active_run()
@@ -438,10 +491,15 @@ class ExperimentTracker:
         raise TrackingUnavailable naming the run; later writes of the run make a single attempt each,
         so a job whose server is gone ends in seconds, not a minute per call."""
         run_id = self._require_run()
+        from runner import interrupts
+
         try:
-            if not self._server_lost:
-                return call(*args, **kwargs)
-            with single_attempt_requests():
+            if self.manager.store.is_server:  # an interrupted request leaves nothing locked
+                if not self._server_lost:
+                    return call(*args, **kwargs)
+                with single_attempt_requests():
+                    return call(*args, **kwargs)
+            with interrupts.write():  # a database transaction cut short would hold its lock
                 return call(*args, **kwargs)
         except Exception as error:
             if not (self.manager.store.is_server and is_connection_failure(error)):

@@ -37,10 +37,18 @@ def import_tensorflow_quietly():
     from C++ before TF_CPP_MIN_LOG_LEVEL is read, and no setting turns them off. A failed import still
     raises normally."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from runner import interrupts
+
+    with interrupts.no_time_limit():  # an import cut halfway would break every later job of the process
+        return _import_tensorflow()
+
+
+def _import_tensorflow():
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
+        import keras  # noqa: F401
         import tensorflow as tf
     finally:
         os.dup2(saved, 2)
