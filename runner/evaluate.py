@@ -272,6 +272,20 @@ def format_table(result: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (its folder is created when missing), or None. Tried for
+    real with a temporary file: permission bits say little when running as root."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".plot-check-"):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def save_plot(result: Evaluation, path: Path) -> Path:
     from runner import plots
 
@@ -294,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         print(f"error: --plot: must be a .png path; got {args.plot}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.plot is not None and (problem := unwritable(args.plot)):
+        print(f"error: --plot: cannot write {args.plot}: {problem}", file=sys.stderr)  # before 10 s of scoring
         return EXIT_USAGE
     try:
         read_data(args.data)  # before the store, the model and TensorFlow: a bad file costs nothing
@@ -327,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact_uri(str(error))}", file=sys.stderr)
         return EXIT_FAILED
     if args.plot is not None:
-        save_plot(result, args.plot)
+        try:
+            save_plot(result, args.plot)
+        except OSError as error:  # the folder went away or filled up while scoring
+            print(f"error: --plot: cannot write {args.plot}: {error.strerror or error}", file=sys.stderr)
+            return EXIT_FAILED
     if args.json:
         print(json.dumps({**result.as_dict(), "plot": str(args.plot) if args.plot else None}, indent=2))
     else:

@@ -166,3 +166,11 @@ def test_no_store_is_an_error_and_creates_none(tmp_path: Path):
     assert done.stderr.strip() == f"error: no tracking store at {tmp_path.resolve() / 'outputs' / 'mlflow.db'}; " \
                                   "pass --tracking-uri or set MLFLOW_TRACKING_URI"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_plot_path_is_one_line_before_anything_is_scored(tmp_path: Path):
+    # /proc refuses new folders even to root, for whom permission bits would not stop a write
+    done = evaluate_cli("--model", "m@champion", "--plot", "/proc/no-such-folder/mape.png", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --plot: cannot write /proc/no-such-folder/mape.png: No such file or directory"
+    assert list(tmp_path.iterdir()) == []  # refused before the store was looked for
