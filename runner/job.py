@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -221,14 +222,32 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
         raise
     finally:
         state.closing = True
+        leaving = sys.exc_info()[1]
         try:
             tracker.end_run(status)
+        except Exception as error:  # say what the store shows: the run was not marked, it stays RUNNING
+            _unrecorded_end(run_id, status, error, leaving)
         finally:
             state.job = state.closing = False
         interrupts.raise_pending()  # a signal that waited for the run's end (when nothing else is leaving)
     objective = metrics[config.registry.metric]
     return JobResult(run_id, name, objective, metrics, time.perf_counter() - started,
                      store.tracking_uri, store.ui_command())
+
+
+def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseException | None) -> None:
+    """The store refused the run's final status (read-only, deleted, full): never claim it ended FAILED.
+    An interrupt on its way out goes on (exit 130/143) after a note; anything else becomes this error."""
+    from runner.errors import RunnerError
+    from runner.tracking import STALE_RUNS_COMMAND
+
+    first = (str(error).strip().splitlines() or [""])[0]
+    message = (f"could not record the end of run {run_id} ({status}): {type(error).__name__}: {redact_uri(first)}; "
+               f"the run stays RUNNING in the store until `{STALE_RUNS_COMMAND}` closes it")
+    if isinstance(leaving, KeyboardInterrupt):
+        print(f"error: {message}", file=sys.stderr)
+        return
+    raise RunnerError(message) from error
 
 
 def sweep_parent_run_id(tracker, sweep_id: str) -> str:

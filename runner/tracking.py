@@ -111,6 +111,14 @@ def prepare_store(store: Store) -> None:
     db = sqlite_path(store.tracking_uri)
     if db is None:
         return
+    try:
+        _prepare_sqlite(store, db)
+    except (OSError, sqlite3.OperationalError) as error:  # a read-only or vanished folder, a full disk
+        reason = getattr(error, "strerror", None) or str(error)
+        raise TrackingUnavailable(f"tracking store {db} cannot be written: {reason}") from None
+
+
+def _prepare_sqlite(store: Store, db: Path) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 

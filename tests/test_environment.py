@@ -240,3 +240,29 @@ def test_the_server_script_refuses_a_password_in_the_postgresql_url(tmp_path):
     assert done.stderr.strip() == ("error: --postgres: leave the password out of the URL; give it with PGPASSWORD "
                                    "or ~/.pgpass")
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.fixture
+def read_only_store(tmp_path) -> Iterator[Path]:
+    """A store folder on a real read-only filesystem: a tmpfs remounted read-only. Permission bits would
+    not stop root (the tests run as root here and in CI), a read-only mount does."""
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode:
+        pytest.skip("this machine does not let the tests mount a tmpfs (needs root)")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], capture_output=True).returncode == 0
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def test_a_read_only_store_is_one_line_and_no_run_claims_to_have_ended(read_only_store, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    cli = run_cli(["model=naive", "tracking.log_model=false", f"tracking.store_dir={read_only_store}/outputs"], work)
+    assert cli.returncode == 1
+    [line] = cli.stderr.strip().splitlines()
+    assert line == (f"error: tracking store {read_only_store}/outputs/mlflow.db cannot be written: "
+                    "Read-only file system")
+    assert "FAILED" not in cli.stdout + cli.stderr and not list(read_only_store.iterdir())
