@@ -31,7 +31,7 @@ from runner import __version__, interrupts
 from runner.config_schema import Validated
 from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
 from runner.params import is_secret_key, redact, redact_uri
-from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
+from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
@@ -117,7 +117,6 @@ def _user() -> str:
         return "unknown"
 
 
-FAILURE_REASON_TAG = "runner.failure_reason"  # a short reason on a run that did not finish
 
 
 @dataclass

@@ -28,7 +28,7 @@ from runner.config_schema import Policy
 from runner.errors import AliasNotFound, PolicyError
 from runner.locks import promotion_lock
 from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
-from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
+from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
 from runner.tracking import Store
 from runner.units import format_metric
 
@@ -43,7 +43,6 @@ DECISION_TAG = "runner.decision"  # set on a version once the decision about it 
 # then "N more"; promotion/decision.json always lists every job.
 TABLE_ROWS = 12
 TABLE_RANKED = 5
-FAILURE_REASON_TAG = "runner.failure_reason"  # a short reason some failed runs carry
 TRACEBACK_ARTIFACT = "traceback.txt"  # attached to every run that failed (runner.job)
 ERROR_LOOKUPS = 20  # failed runs whose traceback is read for a one-line error: one download each
 USER_TAG = "mlflow.user"  # who launched the job (runner.job tags it on every run)

@@ -27,9 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from runner import interrupts
 from runner.config_schema import ConfigError, Policy, check_trust_not_configured, validate
 from runner.errors import RunnerError
-from runner.job import FAILURE_REASON_TAG, SWEEP_ID_ENV, redact_overrides
+from runner.job import SWEEP_ID_ENV, redact_overrides
 from runner.params import redact_uri
-from runner.tags import SWEEP_ID_TAG, SWEEP_ROLE_TAG
+from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 

@@ -383,7 +383,7 @@ def test_a_job_past_its_time_limit_fails_and_the_sweep_goes_on(tmp_path):
     report = sweep.decision()
     assert report["counts"]["failed"] == 1
     [failure] = report["failures"]
-    assert failure["job"] == "0" and failure["reason"].startswith("time limit")
+    assert failure["job"] == "0" and failure["error"].startswith("time limit")  # runner.failure_reason first
     assert "time limit" in sweep.output
 
 
