@@ -16,6 +16,12 @@ an interrupt is raised:
 - once an interrupt has been raised, later signals are ignored: the first one is on its way out (unless
   the job's body still runs: Python swallowed it, e.g. raised inside a weakref callback).
 
+Inside TensorFlow (`native()`: building, fitting, predicting) nothing is raised from a handler either:
+TensorFlow runs Python callbacks under its C++ frames, and an exception raised there by a signal
+corrupted the process's heap ("munmap_chunk(): invalid pointer", SIGABRT, seen in CI). A signal there
+waits for the next batch boundary, where Keras calls `checkpoint()` from plain Python, or for the end
+of the section.
+
 SIGTERM raises `Terminated`, a KeyboardInterrupt, so every handler of Ctrl-C also handles it. The time
 limit is SIGALRM in the job's own thread and raises `TimeLimitExceeded`, an ordinary exception: the job
 fails, its sweep goes on. State is per process; only the main thread changes it (signals run there).
@@ -58,6 +64,7 @@ class _State:
         self.closing = False  # a run is being created or ended: signals wait
         self.depth = 0  # inside a write to the store: signals wait
         self.atomic = 0  # inside an import: the time limit waits
+        self.native = 0  # inside TensorFlow: signals and the time limit wait for a batch boundary
         self.stopping: int | None = None  # the first signal received (sticky: a worker takes no new job)
         self.raised = False  # an interrupt has been raised in this process
         self.pending = False  # a signal arrived while it had to wait
@@ -80,6 +87,8 @@ def _where() -> str:
         return "write"
     if STATE.closing:
         return "closing"
+    if STATE.native:
+        return "tensorflow"
     return "job" if STATE.job else "idle"
 
 
@@ -92,7 +101,7 @@ def _handler(signum, frame) -> None:
         return  # the first interrupt is on its way out; its cleanup must not be cut
     # (still inside a job's body after an interrupt: it was swallowed, e.g. raised in a weakref callback
     # and "ignored" by Python; this one is raised again)
-    if STATE.depth or STATE.closing or (STATE.worker and not STATE.job):
+    if STATE.depth or STATE.closing or STATE.native or (STATE.worker and not STATE.job):
         STATE.pending = True
         return
     _fire()
@@ -139,7 +148,7 @@ def mark_main_process() -> None:
 
 def raise_pending() -> None:
     """Raise what had to wait (an interrupt first, then the time limit), when raising is allowed here."""
-    if STATE.depth or STATE.closing:
+    if STATE.depth or STATE.closing or STATE.native:
         return
     if STATE.pending and not STATE.raised and (STATE.job or not STATE.worker):
         _fire()
@@ -185,10 +194,38 @@ def last_words() -> Iterator[None]:
             STATE.pending = False
 
 
+@contextmanager
+def native() -> Iterator[None]:
+    """A section inside TensorFlow: a signal or the time limit waits for `checkpoint()` or the section's end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STATE.native += 1
+    try:
+        yield
+    finally:
+        STATE.native -= 1
+    if not STATE.native:
+        raise_pending()
+
+
+def checkpoint() -> None:
+    """A safe point inside a `native()` section (Keras calls it after each batch): raise what waited."""
+    if not STATE.native or (not STATE.pending and STATE.alarm is None):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    saved, STATE.native = STATE.native, 0
+    try:
+        raise_pending()
+    finally:
+        STATE.native = saved
+
+
 # -- the time limit ---------------------------------------------------------------------------------
 def _alarm(signum, frame) -> None:
     error = TimeLimitExceeded(f"time limit: the job ran past trainer.time_limit_seconds={STATE.time_limit:g}")
-    if STATE.depth or STATE.atomic or STATE.closing or not STATE.job:
+    if STATE.depth or STATE.atomic or STATE.closing or STATE.native or not STATE.job:
         STATE.alarm = error
         return
     raise error

@@ -344,9 +344,10 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     t = config.trainer
 
     def new_network():
-        network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
-        network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
-                        loss=training.make_loss(t.loss, prep.scale))
+        with interrupts.native():
+            network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
+            network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
+                            loss=training.make_loss(t.loss, prep.scale))
         return network
 
     network = new_network()
@@ -364,7 +365,8 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
 
     # -- scores, always in MW -----------------------------------------------------------------------
     # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
-    val_forecast = forecaster.forecast_origins(network, prep, frame, split.val)
+    with interrupts.native():
+        val_forecast = forecaster.forecast_origins(network, prep, frame, split.val)
     val_scores = evaluation.score(val_forecast, evaluation.actuals(values, split.val))
     if t.refit and fit.best_epoch:
         # Retrain from scratch on weeks 1-8 for the chosen number of epochs: the validation week is the
@@ -376,7 +378,8 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
                                on_epoch_end=lambda epoch, logs: tracker.log_metrics(
                                    {f"refit_{k}": v for k, v in logs.items()}, step=epoch))
         fit.train_seconds += refit
-    test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
+    with interrupts.native():
+        test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
     test_actual = evaluation.actuals(values, split.test)
     test_scores = evaluation.score(test_forecast, test_actual)
     naive = evaluation.score(evaluation.seasonal_naive(values, split.test), test_actual)
@@ -410,5 +413,6 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     if config.tracking.log_model:
         from runner.model_logging import log_forecaster
 
-        log_forecaster(tracker, network, prep, frame, artifacts)
+        with interrupts.native():  # saves and runs the network
+            log_forecaster(tracker, network, prep, frame, artifacts)
     return metrics

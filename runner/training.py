@@ -61,6 +61,13 @@ def configure_tensorflow(seed: int, threads: int) -> None:
     tf = import_tensorflow_quietly()
     import keras
 
+    from runner import interrupts
+
+    with interrupts.native():
+        _configure(tf, keras, seed, threads)
+
+
+def _configure(tf, keras, seed: int, threads: int) -> None:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
@@ -107,6 +114,30 @@ class FitResult:
     train_seconds: float = 0.0
 
 
+def signal_checkpoints():
+    """A Keras callback that lets a waiting Ctrl-C, SIGTERM or time limit out after each batch and epoch
+    (runner.interrupts.native: never from inside TensorFlow's own frames). Its batch hooks also keep
+    Keras from running callbacks on a thread pool, where no signal could be raised."""
+    import keras
+
+    from runner import interrupts
+
+    class SignalCheckpoints(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.checkpoint()
+
+        def on_test_batch_end(self, batch, logs=None):
+            interrupts.checkpoint()
+
+        def on_predict_batch_end(self, batch, logs=None):
+            interrupts.checkpoint()
+
+        def on_epoch_end(self, epoch, logs=None):
+            interrupts.checkpoint()
+
+    return SignalCheckpoints()
+
+
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss; the job fails rather than report a meaningless model."""
 
@@ -120,9 +151,12 @@ def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min
     """
     import keras
 
+    from runner import interrupts
+
     result = FitResult()
     if not network.trainable_weights:  # e.g. the seasonal naive: evaluate as it is
-        loss = float(network.evaluate(*val, verbose=0, batch_size=1024))
+        with interrupts.native():
+            loss = float(network.evaluate(*val, verbose=0, batch_size=1024, callbacks=[signal_checkpoints()]))
         result.best_val_loss = loss
         result.history = {"val_loss": [loss]}
         return result
@@ -141,8 +175,9 @@ def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min
         monitor="val_loss", patience=patience, min_delta=min_delta, restore_best_weights=True
     )
     started = time.perf_counter()
-    network.fit(train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
-                shuffle=True, verbose=0, callbacks=[EpochHook(), stopper])
+    with interrupts.native():
+        network.fit(train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
+                    shuffle=True, verbose=0, callbacks=[EpochHook(), stopper, signal_checkpoints()])
     result.train_seconds = time.perf_counter() - started
     losses = result.history.get("val_loss", [])
     result.epochs_run = len(losses)
@@ -158,6 +193,8 @@ def refit(network, data, *, epochs: int, batch_size: int,
     """Fit a fresh network for a fixed number of epochs (no validation left to stop on); returns seconds."""
     import keras
 
+    from runner import interrupts
+
     class EpochHook(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -167,6 +204,7 @@ def refit(network, data, *, epochs: int, batch_size: int,
                 on_epoch_end(epoch + 1, logs)
 
     started = time.perf_counter()
-    network.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                callbacks=[EpochHook()])
+    with interrupts.native():
+        network.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                    callbacks=[EpochHook(), signal_checkpoints()])
     return time.perf_counter() - started

@@ -160,6 +160,60 @@ def test_a_signal_inside_a_store_write_waits_for_the_end_of_the_write(tmp_path, 
     assert run.data.metrics == {"loss": 1.5} and run.info.status == "KILLED"  # written whole, then raised
 
 
+def test_a_signal_inside_tensorflow_waits_for_the_next_batch_boundary(handlers):
+    """Inside Keras (runner.interrupts.native) a signal is raised only by the callback after a batch, from
+    plain Python: raised from TensorFlow's own frames it once corrupted the heap (SIGABRT in CI)."""
+    import keras
+    import numpy as np
+
+    from runner import training
+
+    network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    network.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((64, 3), "float32"), np.ones((64, 1), "float32")
+    seen = []
+
+    class SignalInTheStep(keras.callbacks.Callback):  # runs before each batch's step, inside fit
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(batch)
+            if batch == 2:
+                signal.raise_signal(signal.SIGTERM)
+                seen.append("still running")  # the handler did not raise here
+
+    with pytest.raises(handlers.Terminated), handlers.native():
+        network.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                    callbacks=[SignalInTheStep(), training.signal_checkpoints()])
+    assert seen == [0, 1, 2, "still running"]  # raised after batch 2's step, before batch 3
+    assert handlers.STATE.landed == ["tensorflow"] and handlers.STATE.native == 0
+
+
+def test_the_time_limit_inside_tensorflow_waits_for_the_next_batch_boundary(handlers):
+    import keras
+    import numpy as np
+
+    from runner import training
+
+    network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    network.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((64, 3), "float32"), np.ones((64, 1), "float32")
+    seen = []
+
+    class AlarmInTheStep(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(batch)
+            if batch == 1:
+                signal.raise_signal(signal.SIGALRM)
+
+    handlers.STATE.job = True
+    try:
+        with pytest.raises(handlers.TimeLimitExceeded), handlers.time_limit(3600), handlers.native():
+            network.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                        callbacks=[AlarmInTheStep(), training.signal_checkpoints()])
+    finally:
+        handlers.STATE.job = False
+    assert seen == [0, 1]
+
+
 def test_a_worker_told_to_stop_between_jobs_takes_no_new_job(monkeypatch, handlers):
     handlers.uninstall()
     monkeypatch.setenv(handlers.MAIN_PID_ENV, "1")  # another process is the command's main process
