@@ -98,7 +98,7 @@ class PhaseTimer:
 def import_everything() -> float:
     """The imports a job needs, done before the clock starts: fixed costs are on top of them."""
     started = time.perf_counter()
-    from runner import training
+    from runner.forecast import training
 
     training.import_tensorflow_quietly()
     import keras  # noqa: F401
@@ -111,10 +111,10 @@ def import_everything() -> float:
     from hydra import compose  # noqa: F401
 
     import runner.app  # noqa: F401
+    import runner.forecast.model_logging  # noqa: F401
     import runner.job  # noqa: F401
-    import runner.model_logging  # noqa: F401
     import runner.tracking  # noqa: F401
-    from runner import evaluation, forecaster, plots, series  # noqa: F401
+    from runner.forecast import forecaster, plots, scoring, series  # noqa: F401
 
     return time.perf_counter() - started
 
@@ -127,9 +127,9 @@ def instrument(timer: PhaseTimer) -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
+    import runner.forecast.model_logging
     import runner.job
-    import runner.model_logging
-    from runner import evaluation, forecaster, plots, series, training
+    from runner.forecast import forecaster, plots, scoring, series, training
     from runner.tracking import ExperimentTracker
 
     timer.wrap(TrackingStore, "__init__", "store", carve_out=True)  # migrations of a new database
@@ -145,14 +145,14 @@ def instrument(timer: PhaseTimer) -> None:
     timer.wrap(training, "fit", TRAINING)
     timer.wrap(forecaster, "forecast_origins", "evaluation")
     for name in ("score", "actuals", "seasonal_naive"):
-        timer.wrap(evaluation, name, "evaluation")
+        timer.wrap(scoring, name, "evaluation")
     timer.wrap(ExperimentTracker, "log_metrics", "metrics")  # inside fit it counts as training
     if hasattr(ExperimentTracker, "log_metric_steps"):
         timer.wrap(ExperimentTracker, "log_metric_steps", "metrics")
     for name in ("learning_curve", "forecast_vs_actual"):
         timer.wrap(plots, name, "plots")
     timer.wrap(ExperimentTracker, "log_artifacts", "artifacts")
-    timer.wrap(runner.model_logging, "log_forecaster", "model")
+    timer.wrap(runner.forecast.model_logging, "log_forecaster", "model")
     timer.wrap(ExperimentTracker, "end_run", "end")
     # where model logging spends its time
     timer.detail(keras.Model, "save", "model: save the network (.keras)")
@@ -177,7 +177,7 @@ def worker(overrides: list[str], existing_store: bool = False) -> dict[str, Any]
     from hydra import compose, initialize_config_module
     from omegaconf import open_dict
 
-    from runner.config_schema import validate
+    from runner.config.schema import validate
     from runner.job import JobContext, run_job
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-fixed-", dir=Path.cwd()))  # inside the bench's folder

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.contract import PARALLEL_JOBS_ENV, SWEEP_ID_ENV
+
 PYTHON = sys.executable
 WORKER_TIMEOUT = 3600
 
@@ -29,8 +31,8 @@ class MeasurementFailed(RuntimeError):
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of measured commands: no MLflow settings or sweep ids of the caller leak in."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", "RUNNER_SWEEP_ID",
-                                                        "RUNNER_PARALLEL_JOBS")}
+           if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", SWEEP_ID_ENV,
+                                                        PARALLEL_JOBS_ENV)}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["PYTHONUNBUFFERED"] = "1"
     repo = str(Path(__file__).resolve().parents[1])  # `python -m bench.<worker>` from any folder

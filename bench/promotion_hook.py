@@ -4,7 +4,7 @@ A synthetic sweep is a parent run plus N FINISHED child runs (mlflow.parentRunId
 runner.job_num, a val_mape metric), written through MlflowClient (create_run, log_batch,
 set_terminated) into a temporary SQLite store. The children share one logged-model entity (the best
 run's), since the hook registers only the winner. The hook measured is the one a sweep runs at its
-end, `runner.sweep_hooks.finish_sweep`: one query for the sweep's runs, the default policy, register,
+end, `runner.sweep.finish_sweep`: one query for the sweep's runs, the default policy, register,
 aliases, the decision report attached to the parent run, the parent ended.
 
 Each sweep is generated once; every repetition runs the hook on a fresh copy of that database, with
@@ -29,6 +29,15 @@ from typing import Any
 
 from bench.processes import run_worker, write_result
 from bench.report import Row, median, row
+from runner.contract import (
+    DATA_FINGERPRINT_TAG,
+    FORECASTER_URI_TAG,
+    JOB_NUM_TAG,
+    MODEL_TAG,
+    PROTOCOL_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE_TAG,
+)
 
 SECTION = "post-sweep hook"
 GOAL_SECONDS = 1.0
@@ -101,7 +110,7 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     client = manager.client
     sweep_id = str(uuid.uuid4())
     parent = client.create_run(experiment_id, run_name="sweep bench",
-                               tags={"runner.sweep_id": sweep_id, "runner.sweep_role": "parent"}).info.run_id
+                               tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent"}).info.run_id
     rng = random.Random(seed)
     values = [rng.uniform(1.2, 6.0) for _ in range(n_runs)]
     best = values.index(min(values))
@@ -109,15 +118,15 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     forecaster_uri = None
     # the best job first: its logged model exists before the others are tagged with its URI
     for job in [best, *(j for j in range(n_runs) if j != best)]:
-        tags = {"mlflow.parentRunId": parent, "runner.sweep_id": sweep_id, "runner.job_num": str(job),
-                "runner.model": "mlp", "runner.data_fingerprint": "bench", "runner.protocol": "v1:bench"}
+        tags = {"mlflow.parentRunId": parent, SWEEP_ID_TAG: sweep_id, JOB_NUM_TAG: str(job),
+                MODEL_TAG: "mlp", DATA_FINGERPRINT_TAG: "bench", PROTOCOL_TAG: "v1:bench"}
         if forecaster_uri:
-            tags["runner.forecaster_uri"] = forecaster_uri
+            tags[FORECASTER_URI_TAG] = forecaster_uri
         run_id = client.create_run(experiment_id, run_name=f"mlp job={job}", tags=tags).info.run_id
         if forecaster_uri is None:
             model = MlflowClient(uri).create_logged_model(experiment_id, name="forecaster", source_run_id=run_id)
             forecaster_uri = f"models:/{model.model_id}"
-            client.set_tag(run_id, "runner.forecaster_uri", forecaster_uri)
+            client.set_tag(run_id, FORECASTER_URI_TAG, forecaster_uri)
         metrics = [Metric("val_mape", values[job], now, 0), Metric("test_mape", values[job], now, 0)]
         client.log_batch(run_id, metrics=metrics)
         client.set_terminated(run_id, "FINISHED")
@@ -139,7 +148,7 @@ def default_policy():
     from hydra import compose, initialize_config_module
 
     import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
-    from runner.config_schema import validate
+    from runner.config.schema import validate
 
     with initialize_config_module("runner.conf"):
         return validate(compose("config")).config.registry
@@ -149,7 +158,7 @@ def run_hook(db: Path, experiment_id: str, sweep_id: str, parent: str, policy, c
     """One hook call on `db` (opened first, as the sweep's process has it open); (seconds, exit code)."""
     from mlflow.tracking import MlflowClient
 
-    from runner import sweep_hooks
+    from runner import sweep
     from runner.tracking import ExperimentTracker, resolve_store
 
     store = resolve_store(f"sqlite:///{db}")
@@ -158,12 +167,12 @@ def run_hook(db: Path, experiment_id: str, sweep_id: str, parent: str, policy, c
     # here the parent already exists in the copied store, so the tracker adopts it.
     tracker = ExperimentTracker(EXPERIMENT, store.tracking_uri)
     tracker.run_id = parent
-    state = sweep_hooks.SweepState(sweep_id=sweep_id, parent_run_id=parent, experiment_id=experiment_id,
+    state = sweep.SweepState(sweep_id=sweep_id, parent_run_id=parent, experiment_id=experiment_id,
                                    store=store, tracker=tracker, policy=policy, policy_name="default")
     if counter:
         counter.start()
     started = time.perf_counter()
-    code = sweep_hooks.finish_sweep(state)
+    code = sweep.finish_sweep(state)
     seconds = time.perf_counter() - started
     if counter:
         counter.stop()

@@ -3,7 +3,7 @@ without it, and against what a user would otherwise write (MLflow autologging pl
 `mlflow.tensorflow.log_model`, which infers pip requirements).
 
 Everything runs in one worker process (TensorFlow imported once): the same config (the default LSTM),
-the same data arrays (runner.forecaster.build_inputs), the same seed before every build, early stopping
+the same data arrays (runner.forecast.forecaster.build_inputs), the same seed before every build, early stopping
 out of the way (patience = epochs) so that every arm trains exactly the same epochs. Arms alternate
 (A,B then B,A) so that a busy moment of the shared machine does not always hit the same arm; the ratio
 is the median of per-round ratios.
@@ -37,8 +37,8 @@ class Setup:
         from hydra.utils import get_method
 
         import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
-        from runner import forecaster, series, training
-        from runner.config_schema import validate
+        from runner.config.schema import validate
+        from runner.forecast import forecaster, series, training
 
         with initialize_config_module("runner.conf"):
             cfg = compose("config", overrides=overrides)
@@ -67,7 +67,7 @@ class Setup:
     def network(self):
         import keras
 
-        from runner import forecaster, training
+        from runner.forecast import forecaster, training
 
         c, t = self.config, self.config.trainer
         keras.utils.set_random_seed(c.seed)  # every arm starts from the same weights
@@ -77,7 +77,7 @@ class Setup:
         return network
 
     def fit(self, network, epochs: int, on_epoch_end=None):
-        from runner import training
+        from runner.forecast import training
 
         c = self.config
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -125,7 +125,7 @@ def worker(epochs: int, train_stride: int, rounds: int, with_log_model: bool) ->
     import mlflow
     import mlflow.tensorflow
 
-    from runner.model_logging import log_forecaster
+    from runner.forecast.model_logging import log_forecaster
     from runner.tracking import ExperimentTracker
 
     setup = Setup([f"epochs={epochs}", f"data.train_stride={train_stride}"])

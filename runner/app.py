@@ -21,7 +21,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from runner.config_schema import (  # noqa: E402
+from runner.config.schema import (  # noqa: E402
     MODES,
     ConfigError,
     check_trust_not_configured,
@@ -29,7 +29,7 @@ from runner.config_schema import (  # noqa: E402
     validate,
 )
 from runner.errors import RunnerError  # noqa: E402
-from runner.units import format_metric  # noqa: E402  (the units of the decision table: val_mape 3.390%)
+from runner.registry.units import format_metric  # noqa: E402  (the units of the decision table: val_mape 3.390%)
 
 log = logging.getLogger("runner")
 
@@ -59,10 +59,13 @@ OmegaConf.register_resolver("runner_sweep_id", new_sweep_id, replace=True, use_c
 
 # What configs may instantiate (Hydra 1.4's execution whitelist; without one any importable callable
 # named by `_target_` in an override or a shared config folder would run). Hydra's own logging classes are
-# allowed by Hydra itself. Model builders are not instantiated: `runner.config_schema` checks them.
+# allowed by Hydra itself. Model builders are not instantiated: `runner.config.schema` checks them.
 EXECUTION_WHITELIST = [
+    "runner.sweep.SweepTracking",
+    "runner.config.credentials.RedactingFilter",  # conf/hydra/*_logging/runner.yaml: no password in a log line
+    # the same, as config folders copied before the modules moved name them (shims: runner/sweep_hooks.py, ...)
     "runner.sweep_hooks.SweepTracking",
-    "runner.credentials.RedactingFilter",  # conf/hydra/*_logging/runner.yaml: no password in a log line
+    "runner.credentials.RedactingFilter",
     "hydra._internal.core_plugins.*",  # the basic launcher and sweeper
     "hydra_plugins.hydra_joblib_launcher.*",
     "hydra_plugins.hydra_optuna_sweeper.*",
@@ -112,7 +115,7 @@ def task(cfg: DictConfig) -> float:
     else:
         print_run_summary(result, metric)
         if validated.config.promote_single_run:
-            from runner.sweep_hooks import promote_single_run
+            from runner.sweep import promote_single_run
 
             if promote_single_run(validated.config, ctx, result.run_id):
                 raise SystemExit(EXIT_FAILED)
@@ -167,7 +170,7 @@ def one_line(error: BaseException) -> str:
 def main() -> None:
     import signal
 
-    from runner.credentials import refuse_credentials
+    from runner.config.credentials import refuse_credentials
 
     refuse_credentials(sys.argv[1:])  # before Hydra writes the command line into .hydra/ and multirun.yaml
     from runner import interrupts
@@ -202,7 +205,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> int:
-    from runner.params import redact_uri
+    from runner.config.params import redact_uri
 
     print(f"error: {redact_uri(message)}", file=sys.stderr)  # a library's error may quote a store's URI
     return code

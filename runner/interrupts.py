@@ -12,7 +12,7 @@ an interrupt is raised:
   it marks the worker as stopping, and the worker then refuses new jobs (raising in loky's idle loop would
   kill the worker, and loky answers a dead worker by killing every other worker with SIGKILL);
 - in the main process of a sweep whose jobs run elsewhere, the first signal first stops the workers
-  (`before_raise`, set by runner.sweep_hooks): they end their runs KILLED, then the interrupt is raised;
+  (`before_raise`, set by runner.sweep): they end their runs KILLED, then the interrupt is raised;
 - once an interrupt has been raised, later signals are ignored: the first one is on its way out (unless
   the job's body still runs: Python swallowed it, e.g. raised inside a weakref callback).
 
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-MAIN_PID_ENV = "RUNNER_MAIN_PID"  # the pid of the command's process; inherited by a sweep's workers
+from runner.contract import MAIN_PID_ENV
 
 
 class Terminated(KeyboardInterrupt):

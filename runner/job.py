@@ -28,15 +28,32 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import __version__, interrupts
-from runner.config_schema import Validated
+from runner.config.params import is_secret_key, redact, redact_uri
+from runner.config.schema import Validated
+from runner.contract import (
+    DATA_FILE_TAG,
+    DATA_FINGERPRINT_TAG,
+    FAILURE_REASON_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    HOST_TAG,
+    JOB_NUM_TAG,
+    MODEL_TAG,
+    OVERRIDES_TAG,
+    PID_TAG,
+    PROTOCOL_TAG,
+    REGISTRY_POLICY_TAG,
+    REPRODUCES_ENV,
+    REPRODUCES_TAG,
+    SWEEP_ID_ENV,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE_TAG,
+    VERSION_TAG,
+)
 from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
-from runner.params import is_secret_key, redact, redact_uri
-from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
 log = logging.getLogger("runner")
 
-SWEEP_ID_ENV = "RUNNER_SWEEP_ID"  # set for every job by hydra.job.env_set (conf/config.yaml)
-REPRODUCES_ENV = "RUNNER_REPRODUCES"  # set by `runner-registry reproduce`: the run being reproduced
 PROTOCOL_VERSION = "1"  # bump when origins, features or metrics change meaning
 
 
@@ -103,8 +120,8 @@ def git_state(directory: Path) -> dict[str, str]:
                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"runner.git_commit": commit, "mlflow.source.git.commit": commit,
-            "runner.git_dirty": str(bool(dirty)).lower()}
+    return {GIT_COMMIT_TAG: commit, "mlflow.source.git.commit": commit,
+            GIT_DIRTY_TAG: str(bool(dirty)).lower()}
 
 
 def _user() -> str:
@@ -137,7 +154,7 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult:
     """Train, evaluate and track one config. Raises on failure after ending the run FAILED/KILLED."""
-    from runner import series
+    from runner.forecast import series
     from runner.tracking import ExperimentTracker, check_reachable, resolve_store
 
     config = validated.config
@@ -150,25 +167,25 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     check_reachable(store)
 
     tags = {
-        "runner.model": cfg.model.name,
-        "runner.version": __version__,
-        "runner.overrides": " ".join(redact_overrides(ctx.overrides)),
-        "runner.data_fingerprint": data.fingerprint,
-        "runner.data_file": data_path.name,
-        "runner.protocol": protocol_tag(config),
-        "runner.registry_policy": ctx.registry_name,
+        MODEL_TAG: cfg.model.name,
+        VERSION_TAG: __version__,
+        OVERRIDES_TAG: " ".join(redact_overrides(ctx.overrides)),
+        DATA_FINGERPRINT_TAG: data.fingerprint,
+        DATA_FILE_TAG: data_path.name,
+        PROTOCOL_TAG: protocol_tag(config),
+        REGISTRY_POLICY_TAG: ctx.registry_name,
         "mlflow.user": _user(),
         # where the job runs: a sweep's main process closes only runs whose process is gone from its machine
-        "runner.host": socket.gethostname(),
-        "runner.pid": str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
         **git_state(Path(__file__).resolve().parent),
     }
     if os.environ.get(REPRODUCES_ENV):
-        tags["runner.reproduces"] = os.environ[REPRODUCES_ENV]
+        tags[REPRODUCES_TAG] = os.environ[REPRODUCES_ENV]
     if ctx.sweep_id:
         tags[SWEEP_ID_TAG] = ctx.sweep_id
     if ctx.job_num is not None:
-        tags["runner.job_num"] = str(ctx.job_num)
+        tags[JOB_NUM_TAG] = str(ctx.job_num)
     name = run_name(cfg.model.name, ctx.overrides)
 
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
@@ -237,8 +254,8 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
 def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseException | None) -> None:
     """The store refused the run's final status (read-only, deleted, full): never claim it ended FAILED.
     An interrupt on its way out goes on (exit 130/143) after a note; anything else becomes this error."""
+    from runner.contract import STALE_RUNS_COMMAND
     from runner.errors import RunnerError
-    from runner.tracking import STALE_RUNS_COMMAND
 
     first = (str(error).strip().splitlines() or [""])[0]
     message = (f"could not record the end of run {run_id} ({status}): {type(error).__name__}: {redact_uri(first)}; "
@@ -280,7 +297,7 @@ def check_finite(metrics: dict[str, float], mape_by_lead, forecasts, trained: bo
     one that trained nothing (model=naive) got its non-finite score from the data."""
     import numpy as np
 
-    from runner.training import DivergedError
+    from runner.forecast.training import DivergedError
 
     bad = [name for name, value in metrics.items() if not math.isfinite(value)]
     if not np.isfinite(mape_by_lead).all():
@@ -309,8 +326,8 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     import numpy as np
     import pandas as pd
 
-    from runner import evaluation, forecaster, plots, series, training
-    from runner.forecaster import Preprocessing
+    from runner.forecast import forecaster, plots, scoring, series, training
+    from runner.forecast.forecaster import Preprocessing
 
     config = validated.config
     resolved = redact(resolved_config(cfg))
@@ -367,7 +384,7 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
     # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
     with interrupts.native():
         val_forecast = forecaster.forecast_origins(network, prep, frame, split.val)
-    val_scores = evaluation.score(val_forecast, evaluation.actuals(values, split.val))
+    val_scores = scoring.score(val_forecast, scoring.actuals(values, split.val))
     if t.refit and fit.best_epoch:
         # Retrain from scratch on weeks 1-8 for the chosen number of epochs: the validation week is the
         # closest to what is forecast. The test weeks are still unseen; the run's forecaster is this one.
@@ -380,9 +397,9 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
         fit.train_seconds += refit
     with interrupts.native():
         test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
-    test_actual = evaluation.actuals(values, split.test)
-    test_scores = evaluation.score(test_forecast, test_actual)
-    naive = evaluation.score(evaluation.seasonal_naive(values, split.test), test_actual)
+    test_actual = scoring.actuals(values, split.test)
+    test_scores = scoring.score(test_forecast, test_actual)
+    naive = scoring.score(scoring.seasonal_naive(values, split.test), test_actual)
     metrics = {
         **val_scores.as_metrics("val"),
         **test_scores.as_metrics("test"),
@@ -411,7 +428,7 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
                delimiter=",", header="lead,mape", comments="", fmt=["%d", "%.5f"])
     tracker.log_artifacts(artifacts)
     if config.tracking.log_model:
-        from runner.model_logging import log_forecaster
+        from runner.forecast.model_logging import log_forecaster
 
         with interrupts.native():  # saves and runs the network
             log_forecaster(tracker, network, prep, frame, artifacts)

@@ -79,7 +79,7 @@ def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
 def run_job_in_process(cfg: DictConfig, overrides: Sequence[str] = ()):
     """One job in this process as the CLI's task runs it (validate, then run_job); returns its JobResult.
     Cheaper than the CLI when TensorFlow is already imported; the store is the one `cfg` points at."""
-    from runner.config_schema import validate
+    from runner.config.schema import validate
     from runner.job import JobContext, run_job
 
     folder = Path(cfg.hydra.runtime.output_dir)

@@ -51,8 +51,8 @@ def write_policy(config_dir: Path, name: str, values: dict[str, Any] | None = No
 
 
 def make_policy(**changes: Any):
-    """A validated runner.config_schema.Policy: the default policy with `changes`."""
-    from runner.config_schema import Policy
+    """A validated runner.config.schema.Policy: the default policy with `changes`."""
+    from runner.config.schema import Policy
 
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Policy), policy_dict(**changes)))
 
@@ -86,7 +86,7 @@ class SweepStore:
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def registry(self):
-        from runner.registry import ModelRegistry
+        from runner.registry.core import ModelRegistry
 
         return ModelRegistry(self.tracking_uri)
 
@@ -249,19 +249,19 @@ class SyntheticStore:
             self.client.log_artifact(run_id, str(path))
 
     def candidates(self, sweep_id: str, policy) -> list:
-        from runner import promotion
+        from runner.registry import promotion
 
         return promotion.sweep_candidates(self.client, self.experiment_id, sweep_id, policy)
 
     def decide(self, sweep: SyntheticSweep, policy, policy_name: str = "test", **kwargs):
         """The post-sweep decision on a synthetic sweep: (Decision, ranking); `kwargs` go to apply_policy."""
-        from runner import promotion
+        from runner.registry import promotion
 
         return promotion.apply_policy(policy, policy_name, self.store, self.candidates(sweep.sweep_id, policy),
                                       sweep_id=sweep.sweep_id, **kwargs)
 
     def registry(self):
-        from runner.registry import ModelRegistry
+        from runner.registry.core import ModelRegistry
 
         return ModelRegistry(self.tracking_uri)
 

@@ -1,9 +1,9 @@
 """Messy data is refused before anything runs: one line naming `data.path` (or the key that asks for too
 much history), what is wrong and the first offending row, exit 2, no store file, no run, and TensorFlow
-and MLflow never imported. The rules (runner.forecaster.check_series) are one function, applied to the
-runner's data files, to the forecaster's input (check_history) and to the files runner.evaluate reads.
+and MLflow never imported. The rules (runner.forecast.forecaster.check_series) are one function, applied to the
+runner's data files, to the forecaster's input (check_history) and to the files runner.forecast.evaluate reads.
 
-Most cases call runner.series.check_data, the function config validation calls, on files written to
+Most cases call runner.forecast.series.check_data, the function config validation calls, on files written to
 tmp_path; a representative handful run through the real CLI."""
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 from conftest import RECORD_IMPORTS, cli_env, compose_config, run_cli_recording_imports, store_runs
 
-from runner import series
-from runner.config_schema import ConfigError, DataConfig, validate
-from runner.forecaster import HistoryError, check_history
+from runner.config.schema import ConfigError, DataConfig, validate
+from runner.forecast import series
+from runner.forecast.forecaster import HistoryError, check_history
 
 SHIPPED = series.shipped_series_path()
 HEADER, *ROWS = SHIPPED.read_text().splitlines()
@@ -292,7 +292,7 @@ def test_the_forecaster_accepts_whole_mw_and_says_how_much_history_it_needs():
         check_history(history.iloc[-300:], min_history=336)
 
 
-# -- runner.evaluate ----------------------------------------------------------------------------------
+# -- runner.forecast.evaluate ----------------------------------------------------------------------------------
 def test_evaluate_refuses_a_bad_file_before_loading_anything(tmp_path):
     path = write(tmp_path, "negative", CASES["negative-demand"].content())
     db = tmp_path / "store.db"
@@ -313,7 +313,7 @@ def test_evaluate_refuses_a_bad_file_before_loading_anything(tmp_path):
 
 
 def test_evaluate_reads_the_shipped_series_through_the_same_check():
-    from runner.evaluate import read_data
+    from runner.forecast.evaluate import read_data
 
     path, loaded = read_data(None)
     assert path == SHIPPED and len(loaded.frame) == 4032
@@ -321,8 +321,8 @@ def test_evaluate_reads_the_shipped_series_through_the_same_check():
 
 # -- a score that is not a number is never a result -----------------------------------------------------
 def test_a_non_finite_score_fails_the_run_and_only_a_trained_network_is_said_to_diverge():
+    from runner.forecast.training import DivergedError
     from runner.job import NonFiniteMetric, check_finite
-    from runner.training import DivergedError
 
     good = {"val_mape": 3.7, "test_mape": 2.2}
     finite = [np.ones((2, 48))]

@@ -8,7 +8,7 @@ import re
 import pytest
 from conftest import compose_config, run_cli_recording_imports, store_runs
 
-from runner.config_schema import ConfigError, validate
+from runner.config.schema import ConfigError, validate
 
 # override -> (the key the message must name, what it must say is allowed)
 BAD_INPUT = {

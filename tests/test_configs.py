@@ -9,7 +9,7 @@ import pytest
 from conftest import CONF_DIR, compose_config, job_config
 from omegaconf import OmegaConf
 
-from runner.config_schema import ConfigError, validate
+from runner.config.schema import ConfigError, validate
 
 
 def config_options() -> list[tuple[str, str]]:
@@ -58,7 +58,7 @@ def test_model_keys_are_checked_against_the_builder(model):
 def test_every_model_builds_a_network_with_48_outputs(model):
     from hydra.utils import get_method
 
-    from runner import forecaster
+    from runner.forecast import forecaster
 
     validated = validate(compose_config([f"model={model}"]))
     data = validated.config.data

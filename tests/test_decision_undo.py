@@ -1,4 +1,4 @@
-"""A promotion decision changes the registry completely or not at all (runner.promotion, runner.registry).
+"""A promotion decision changes the registry completely or not at all (runner.registry.promotion, runner.registry.core).
 
 The writes of one decision (register, move aliases, move stages and archive the previous holder, the
 decision tag, each move's history entry) are reversed newest first when a later one fails, each reversal
@@ -6,7 +6,7 @@ recorded in the history as `undo`; what cannot be reversed is listed, one line e
 
 How the failures are made:
 - On SQLite (fast): a failure injected after the k-th completed write through the explicit test seam
-  `apply_policy(step_hook=...)` (runner.registry.RegistryChanges.hook). It raises a real MlflowException
+  `apply_policy(step_hook=...)` (runner.registry.core.RegistryChanges.hook). It raises a real MlflowException
   as a refused call would: a real store cannot be made to refuse exactly the k-th call on demand.
 - On a real `mlflow server` on PostgreSQL (slow): the same seam only *stops the server process* after a
   write, so the next call fails for real (connection refused); the undo then runs against the restarted
@@ -25,7 +25,7 @@ import pytest
 from sweep_fixtures import SyntheticStore, make_policy
 
 from runner.errors import RunnerError
-from runner.registry import EVENT_TAG_PREFIX, default_actor
+from runner.registry.core import EVENT_TAG_PREFIX, default_actor
 
 STAGES = {"winner": "Staging", "promoted": "Production", "archive_previous": True}
 
@@ -178,8 +178,8 @@ def test_a_failed_decision_fails_the_sweep_with_its_reason(synthetic, model_name
     # Through the post-sweep hook: the parent run ends FAILED, exit code 1, decision.json says why.
     from sweep_fixtures import decision_report
 
-    from runner import promotion
-    from runner.sweep_hooks import SweepState, finish_sweep
+    from runner.registry import promotion
+    from runner.sweep import SweepState, finish_sweep
 
     policy = seeded(synthetic, model_name)
     before = snapshot(synthetic.client, model_name)
@@ -279,7 +279,7 @@ def test_a_server_that_stays_lost_leaves_a_list_of_exactly_what_remains_changed(
 
     # Once the server is back, the hook run again finishes the decision instead of registering twice:
     # the lock the lost decision could not release is broken as a stale one would be (after 15 minutes).
-    from runner.locks import LOCK_SUFFIX, _break_if_stale
+    from runner.registry.locks import LOCK_SUFFIX, _break_if_stale
 
     _break_if_stale(store.client, name + LOCK_SUFFIX, stale_after=0)
     decision, _ = store.decide(sweep, policy)

@@ -16,7 +16,7 @@ import pytest
 from conftest import E2E_OVERRIDES, cli_env, compose_config, pointed_at, run_job_in_process
 
 import runner
-from runner import series
+from runner.forecast import series
 
 EPOCH_METRICS = ("loss", "val_loss")
 SCORES = [f"{part}_{name}" for part in ("val", "test") for name in ("rmse", "mae", "mape")]
@@ -151,7 +151,7 @@ def test_the_bare_network_is_logged_with_the_keras_flavour_and_predicts(e2e_run,
     import mlflow
     import mlflow.keras
 
-    from runner import forecaster as forecasting
+    from runner.forecast import forecaster as forecasting
 
     model, history = forecaster
     mlflow.set_tracking_uri(e2e_run.tracking_uri)

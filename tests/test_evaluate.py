@@ -28,7 +28,7 @@ def evaluate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def naive_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     """A naive run on its own embedded store, its forecaster registered as version 1 with alias `champion`."""
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     done = finished_run(tmp_path_factory.mktemp("evaluate"), ["model=naive"])
     registry = ModelRegistry(done.tracking_uri)
@@ -59,7 +59,7 @@ def test_run_scores_the_weekly_naive_on_the_protocol(naive_run: FinishedRun, tmp
 
 @pytest.mark.slow
 def test_registered_model_by_alias_and_by_version(naive_run: FinishedRun, capsys):
-    from runner.evaluate import main
+    from runner.forecast.evaluate import main
 
     cases = {(f"{MODEL}@champion",): f"model: {MODEL}@champion (version 1)  (models:/{MODEL}@champion)",
              (MODEL, "--version", "1"): f"model: {MODEL} version 1  (models:/{MODEL}/1)"}
@@ -76,8 +76,8 @@ def test_registered_model_by_alias_and_by_version(naive_run: FinishedRun, capsys
 @pytest.mark.slow
 def test_batched_forecasts_equal_predict_per_origin(naive_run: FinishedRun):
     """The one batched call gives what a user gets from predict() on the history up to each origin."""
-    from runner import series
-    from runner.evaluate import forecast, load_forecaster
+    from runner.forecast import series
+    from runner.forecast.evaluate import forecast, load_forecaster
 
     model = load_forecaster(naive_run.run.data.tags["runner.forecaster_uri"], naive_run.tracking_uri)
     frame = series.load_series(series.shipped_series_path())
@@ -93,7 +93,7 @@ def test_batched_forecasts_equal_predict_per_origin(naive_run: FinishedRun):
 
 @pytest.mark.slow
 def test_missing_models_are_one_line_errors(naive_run: FinishedRun, tmp_path: Path, capsys):
-    from runner.evaluate import main
+    from runner.forecast.evaluate import main
 
     uri = naive_run.tracking_uri
     cases = {
@@ -124,7 +124,7 @@ def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: Fi
                                                                    capsys):
     import time
 
-    from runner.evaluate import main
+    from runner.forecast.evaluate import main
 
     uri = naive_run.tracking_uri
     cases = {f"{MODEL}@nope": "has no alias 'nope'", f"{MODEL}/9": "has no version 9",

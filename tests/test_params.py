@@ -11,7 +11,7 @@ import yaml
 from conftest import job_config
 from omegaconf import open_dict
 
-from runner.params import (
+from runner.config.params import (
     KEY_TRUNCATION_MARKER,
     MAX_PARAM_KEY,
     MAX_PARAM_VALUE,
@@ -126,7 +126,7 @@ def test_a_job_redacts_secrets_in_params_config_and_overrides(cfg_tiny, tmp_path
     are added to the config the job logs after validation.)"""
     from mlflow.tracking import MlflowClient
 
-    from runner.config_schema import validate
+    from runner.config.schema import validate
     from runner.job import JobContext, run_job
 
     with open_dict(cfg_tiny):

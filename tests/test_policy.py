@@ -107,7 +107,7 @@ def test_a_bad_model_parameter_in_a_single_run_exits_2_before_any_run(run_cli, t
 # -- the schema's rules, one by one (no subprocess: validation is plain Python) -------------------------
 def policy_error(**changes) -> str:
     """The one-line error of the default policy with `changes`, validated as part of a whole config."""
-    from runner.config_schema import ConfigError, RunnerConfig, _structured
+    from runner.config.schema import ConfigError, RunnerConfig, _structured
 
     with pytest.raises(ConfigError) as caught:
         _structured(RunnerConfig, {"registry": policy_dict(**changes)})
@@ -164,7 +164,7 @@ def test_the_schema_refuses_a_policy_that_can_never_work(changes, expected):
                                               "on_data_mismatch": "rescore"}},
 ])
 def test_the_schema_accepts_policies_that_can_work(changes):
-    from runner.config_schema import RunnerConfig, _structured
+    from runner.config.schema import RunnerConfig, _structured
 
     _structured(RunnerConfig, {"registry": policy_dict(**changes)})
 
@@ -182,7 +182,7 @@ def test_alias_rules_match_mlflow(alias):
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
 
-    from runner.config_schema import alias_problem
+    from runner.config.schema import alias_problem
 
     try:
         _validate_model_alias_name(alias)
@@ -199,7 +199,7 @@ def test_model_name_rules_match_mlflow(name):
     from mlflow.store.model_registry.file_store import _validate_model_name as file_store_rules
     from mlflow.utils.validation import _validate_model_name
 
-    from runner.config_schema import model_name_problem
+    from runner.config.schema import model_name_problem
 
     try:
         _validate_model_name(name)
@@ -211,12 +211,12 @@ def test_model_name_rules_match_mlflow(name):
 
 
 def test_the_runner_refuses_a_little_more_than_mlflow_and_says_why():
-    from runner.config_schema import alias_problem, model_name_problem
+    from runner.config.schema import alias_problem, model_name_problem
 
     assert "version number" in alias_problem("42")  # MLflow accepts it; `promote m 42` would mean version 42
     assert "split there" in model_name_problem("m@prod")  # MLflow accepts it; `m@prod` reads as alias prod
     assert "limit" in model_name_problem("m" * 242)  # MLflow's column is String(256), the lock adds 15
-    from runner.locks import LOCK_SUFFIX
+    from runner.registry.locks import LOCK_SUFFIX
 
     assert len("m" * 241 + LOCK_SUFFIX) == 256
 

@@ -1,4 +1,4 @@
-"""The promotion hook's decisions (runner.promotion, runner.sweep_hooks.finish_sweep, runner.locks).
+"""The promotion hook's decisions (runner.registry.promotion, runner.sweep.finish_sweep, runner.registry.locks).
 
 Most tests run the real decision code in this process on synthetic sweeps (runs made with MlflowClient in
 a temporary SQLite store, each child with its own logged model), so they need no training: a better
@@ -31,8 +31,9 @@ from sweep_fixtures import (
     write_policy,
 )
 
-from runner import promotion, series
-from runner.config_schema import Policy
+from runner.config.schema import Policy
+from runner.forecast import series
+from runner.registry import promotion
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_only_runs_that_pass_every_gate_and_finished_are_ranked(synthetic, model
 
 # -- a sweep that logged no forecaster ---------------------------------------------------------------
 def test_a_sweep_without_logged_models_says_why_nothing_was_registered(synthetic, model_name, caplog):
-    from runner.sweep_hooks import SweepState, finish_sweep
+    from runner.sweep import SweepState, finish_sweep
 
     policy = make_policy(model_name=model_name)
     sweep = synthetic.make_sweep([4.0, 3.5], with_tracker=True, log_model=False)
@@ -211,7 +212,7 @@ def test_a_sweep_without_logged_models_says_why_nothing_was_registered(synthetic
 
 # -- the hook run twice --------------------------------------------------------------------------------
 def test_the_hook_twice_for_the_same_sweep_registers_nothing_twice(synthetic, model_name):
-    from runner.sweep_hooks import SweepState, finish_sweep
+    from runner.sweep import SweepState, finish_sweep
 
     policy = make_policy(model_name=model_name)
     sweep = synthetic.make_sweep([4.0, 3.0], with_tracker=True)
@@ -256,8 +257,9 @@ DECIDE_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from mlflow.tracking import MlflowClient
-from runner import promotion, series
-from runner.config_schema import Policy
+from runner.registry import promotion
+from runner.forecast import series
+from runner.config.schema import Policy
 from runner.tracking import resolve_store
 
 uri, experiment_id, rounds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -414,7 +416,7 @@ def test_a_policy_that_refuses_other_data_fails_and_leaves_the_registry_alone(re
 
 
 def test_a_single_run_registers_nothing_by_default(e2e_run):
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     assert ModelRegistry(e2e_run.tracking_uri).list_models() == []
 
@@ -424,7 +426,7 @@ def finish(synthetic: SyntheticStore, sweep, policy, caplog) -> tuple[int, str]:
     """The post-sweep hook on a synthetic sweep: (exit code, what it logged)."""
     import logging
 
-    from runner.sweep_hooks import SweepState, finish_sweep
+    from runner.sweep import SweepState, finish_sweep
 
     state = SweepState(sweep_id=sweep.sweep_id, parent_run_id=sweep.parent_run_id,
                        experiment_id=synthetic.experiment_id, store=synthetic.store, tracker=sweep.tracker,

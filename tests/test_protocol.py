@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runner import evaluation, series
-from runner.forecaster import HORIZON, WEEK
+from runner.forecast import scoring, series
+from runner.forecast.forecaster import HORIZON, WEEK
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,9 @@ def test_no_origin_sees_past_its_part(split):
 
 
 def test_seasonal_naive_scores_match_the_published_numbers(values, split):
-    actual = evaluation.actuals(values, split.test)
-    weekly = evaluation.score(evaluation.seasonal_naive(values, split.test, period=WEEK), actual)
-    daily = evaluation.score(evaluation.seasonal_naive(values, split.test, period=HORIZON), actual)
+    actual = scoring.actuals(values, split.test)
+    weekly = scoring.score(scoring.seasonal_naive(values, split.test, period=WEEK), actual)
+    daily = scoring.score(scoring.seasonal_naive(values, split.test, period=HORIZON), actual)
     assert weekly.mape == pytest.approx(2.16, abs=0.005)
     assert daily.mape == pytest.approx(5.90, abs=0.005)
     assert weekly.mape_by_lead.shape == (HORIZON,)

@@ -80,7 +80,7 @@ def test_prune_keeps_what_registered_versions_need_and_gc_removes_the_rest(store
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     finally:
         mlflow.set_tracking_uri(None)
-    from runner import series
+    from runner.forecast import series
 
     history = pd.read_csv(series.shipped_series_path()).iloc[:2688]
     assert len(model.predict(history)) == 48

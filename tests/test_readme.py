@@ -21,7 +21,7 @@ gives, are waited for (/health or /ping) and stay up for the later blocks; all a
 
 The fast tests only read the README: every block is marked or runnable, every `python -m runner` line
 composes (Hydra's compose API) and validates as the runner would, and every `runner-registry` or
-`runner.evaluate` subcommand and flag exists. So a renamed key, option, command or flag fails a test.
+`runner.forecast.evaluate` subcommand and flag exists. So a renamed key, option, command or flag fails a test.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def test_runner_commands_compose_and_validate(step: Step, tmp_path: Path) -> Non
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from runner.config_schema import validate
+    from runner.config.schema import validate
 
     overrides, config_dir = composable(runner_args(step.text))
     as_tested, _ = composable(runner_args(as_run(step.text)))
@@ -291,7 +291,7 @@ def _parses(parse, words: list[str], where: str) -> None:
 
 @pytest.mark.parametrize("step", cli_lines(REGISTRY), ids=lambda step: f"README.md:{step.line}")
 def test_registry_commands_exist(step: Step, capsys: pytest.CaptureFixture) -> None:
-    from runner.registry_cli import build_parser
+    from runner.registry.cli import build_parser
 
     words = _after(step.text, REGISTRY)
     assert words, f"README.md:{step.line}: `runner-registry` without a subcommand"
@@ -303,7 +303,7 @@ def test_registry_commands_exist(step: Step, capsys: pytest.CaptureFixture) -> N
 
 @pytest.mark.parametrize("step", cli_lines(EVALUATE), ids=lambda step: f"README.md:{step.line}")
 def test_evaluate_command_lines_parse(step: Step) -> None:
-    from runner.evaluate import parse_args
+    from runner.forecast.evaluate import parse_args
 
     _parses(parse_args, _after(step.text, EVALUATE), f"README.md:{step.line}")
 

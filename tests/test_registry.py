@@ -14,7 +14,7 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound  # noqa: E402
-from runner.registry import ModelRegistry, default_actor  # noqa: E402
+from runner.registry.core import ModelRegistry, default_actor  # noqa: E402
 from runner.tracking import ExperimentTracker  # noqa: E402
 
 VERSION_KEYS = {"version", "aliases", "stage", "run_id", "tags", "source", "creation_timestamp", "status",

@@ -57,7 +57,7 @@ def swept(tmp_path_factory) -> Swept:
 
 def registry_cli(*args: str, capsys) -> CliResult:
     """The command line in this process (fast: MLflow is imported once)."""
-    from runner.registry_cli import main
+    from runner.registry.cli import main
 
     try:
         main(list(args))
@@ -138,7 +138,7 @@ def test_a_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
 
 def test_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        from runner.registry_cli import main
+        from runner.registry.cli import main
 
         main(["promote", MODEL, "1", "--alias", "champion"])  # --reason is required
     assert exit_.value.code == 2
@@ -148,7 +148,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 # -- steering --------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_promote_and_rollback_by_hand_are_recorded(swept, capsys):
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     registry = ModelRegistry(swept.uri)
     name = "cli-steering"  # a model of its own: the sweep's model stays as the other tests expect
@@ -223,7 +223,7 @@ def test_reproduce_gives_equal_params_and_matching_metrics(swept):
 
 @pytest.mark.slow
 def test_reproduce_warns_when_the_git_commit_differs(swept, capsys):
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     registry = ModelRegistry(swept.uri)
     run_id = registry.get_version_by_alias(MODEL, "champion")["run_id"]
@@ -316,7 +316,7 @@ def test_entry_points_and_no_tensorflow(swept):
     assert as_module.returncode == 0 and MODEL in as_module.stdout
 
     probe = (
-        "import sys, runner.registry_cli as cli\n"
+        "import sys, runner.registry.cli as cli\n"
         "for args in sys.argv[2:]:\n"
         "    try:\n"
         "        cli.main(['--tracking-uri', sys.argv[1], *args.split()])\n"
@@ -425,6 +425,6 @@ def test_show_and_lineage_keep_their_keys_and_show_the_context(decided, capsys):
     assert all(OLD_EVENT_KEYS <= set(e) for e in shown["events"])
     info = as_json(registry_cli("--tracking-uri", uri, "lineage", TABLE_MODEL, "1", "--json", capsys=capsys))
     assert OLD_LINEAGE_KEYS <= set(info) and all(OLD_EVENT_KEYS <= set(e) for e in info["events"])
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     assert OLD_LINEAGE_KEYS <= set(ModelRegistry(uri).get_model_lineage(TABLE_MODEL, "1"))

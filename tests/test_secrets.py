@@ -34,7 +34,7 @@ import pytest
 from conftest import cli_env, run_cli, sqlite_uri
 from server_fixtures import free_port
 
-from runner.credentials import find_credential
+from runner.config.credentials import find_credential
 
 PASSWORD = "Pw" + secrets.token_hex(10)  # unique: any hit below is a leak, not a coincidence
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -109,7 +109,7 @@ def test_log_lines_never_hold_a_password():
     import io
     import logging
 
-    from runner.credentials import RedactingFilter
+    from runner.config.credentials import RedactingFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

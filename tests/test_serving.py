@@ -28,7 +28,7 @@ import pytest
 from conftest import cli_env
 from sweep_fixtures import MODEL_NAME, TINY, SweepStore, describe, run_sweep
 
-from runner import series
+from runner.forecast import series
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +203,7 @@ def test_a_version_logged_with_the_old_signature_needs_float_mw_and_datetimes(ch
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    from runner import forecaster
+    from runner.forecast import forecaster
 
     mlflow.set_tracking_uri(champion.tracking_uri)
     try:

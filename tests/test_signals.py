@@ -1,5 +1,5 @@
 """A sweep stops cleanly however it is stopped, Ctrl-C at any moment of a run ends it KILLED, and a job
-past its time limit fails alone (runner.interrupts, runner.sweep_hooks.stop_workers/settle_workers).
+past its time limit fails alone (runner.interrupts, runner.sweep.stop_workers/settle_workers).
 
 Everything here is real: sweeps are `python -m runner --multirun` processes in their own process group,
 signalled with os.kill/os.killpg; the store is SQLite, read with MlflowClient and sqlite3; processes are
@@ -166,7 +166,7 @@ def test_a_signal_inside_tensorflow_waits_for_the_next_batch_boundary(handlers):
     import keras
     import numpy as np
 
-    from runner import training
+    from runner.forecast import training
 
     network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     network.compile(optimizer="sgd", loss="mse")
@@ -191,7 +191,7 @@ def test_the_time_limit_inside_tensorflow_waits_for_the_next_batch_boundary(hand
     import keras
     import numpy as np
 
-    from runner import training
+    from runner.forecast import training
 
     network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     network.compile(optimizer="sgd", loss="mse")

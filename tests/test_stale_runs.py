@@ -1,4 +1,4 @@
-"""`runner-registry stale-runs --close` never closes a run whose heartbeat is fresh (runner.stale_runs).
+"""`runner-registry stale-runs --close` never closes a run whose heartbeat is fresh (runner.registry.stale_runs).
 
 Runs are made with MlflowClient on a real SQLite store, their heartbeat tags written as a live or a dead
 process would have left them (no process has to die for it); the command runs in this process. A run
@@ -12,11 +12,11 @@ import time
 import pytest
 from conftest import sqlite_uri
 
-from runner.tracking import HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG
+from runner.contract import HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG
 
 
 def stale_runs(capsys, *args: str) -> tuple[int, str]:
-    from runner.registry_cli import main
+    from runner.registry.cli import main
 
     try:
         main(list(args))
@@ -66,7 +66,7 @@ def test_a_fresh_heartbeat_is_listed_as_live_and_never_closed(store, capsys):
 
 
 def test_a_run_that_beats_again_after_it_was_listed_is_left_running(store):
-    from runner.stale_runs import close_stale_runs, find_stale_runs
+    from runner.registry.stale_runs import close_stale_runs, find_stale_runs
 
     uri, client, running = store
     run_id = running("came back", beat_seconds_ago=1000)

@@ -27,7 +27,7 @@ from sweep_fixtures import (
     write_policy,
 )
 
-from runner import promotion
+from runner.registry import promotion
 
 IMPOSSIBLE_GATE = [{"metric": "val_mape", "op": "<", "value": 0.001}]
 
@@ -258,7 +258,7 @@ def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed
 # -- a diverged training --------------------------------------------------------------------------------
 @pytest.mark.slow  # imports TensorFlow
 def test_a_non_finite_loss_raises_diverged_error():
-    from runner import training
+    from runner.forecast import training
 
     training.import_tensorflow_quietly()
     import keras
@@ -278,7 +278,7 @@ def test_a_non_finite_loss_raises_diverged_error():
 
 
 def test_parallel_jobs_share_the_cores_instead_of_oversubscribing_them(monkeypatch):
-    from runner import training
+    from runner.forecast import training
 
     monkeypatch.setattr(training.os, "cpu_count", lambda: 8)
     assert training.thread_budget(None) == 8

@@ -190,7 +190,7 @@ def write_legacy_history(client, name: str, sources: list[str]) -> None:
     import uuid
     from datetime import UTC, datetime
 
-    from runner.registry import ModelRegistry
+    from runner.registry.core import ModelRegistry
 
     registry = ModelRegistry(client._tracking_client.tracking_uri)
     for source in sources:

@@ -5,7 +5,7 @@ Weeks are counted from the start of the file. Training origins have all their ta
 weeks, validation origins in the validation weeks, and test origins follow the classic protocol: every
 origin whose whole next day lies in the test weeks (with 12 weeks and 8 before the test: 2687..3983).
 
-A data file is read once per process and checked by runner.forecaster.check_series (the rules a
+A data file is read once per process and checked by runner.forecast.forecaster.check_series (the rules a
 forecaster's input must meet), then against the split and the history the features need: any fault is
 a SeriesError (a ConfigError: exit 2) naming the key, the file, what is wrong and the first bad row.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runner.config_schema import ConfigError
-from runner.forecaster import HORIZON, WEEK, Preprocessing, SeriesFault, check_series
+from runner.config.schema import ConfigError
+from runner.forecast.forecaster import HORIZON, WEEK, Preprocessing, SeriesFault, check_series
 
 SHIPPED_SERIES = "uk_electricity_demand_2000_halfhourly.csv"
 

@@ -12,9 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from runner.tracking import HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG
+from runner.contract import CLOSED_REASON_TAG, HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG
 
-CLOSED_REASON_TAG = "runner.closed_reason"
 DEFAULT_OLDER_THAN = 300.0  # seconds without a heartbeat: ten missed beats at the default 30 s
 MISSED_BEATS = 3  # at least this many of the run's own beats missed before it counts as stale
 

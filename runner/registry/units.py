@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def metric_unit(name: str) -> str:
-    """`%` for *_mape, `MW` for *_rmse and *_mae (the scores are in MW, runner.evaluation), else ``."""
+    """`%` for *_mape, `MW` for *_rmse and *_mae (the scores are in MW, runner.forecast.scoring), else ``."""
     if name.endswith("_mape") or name.startswith("mape"):
         return "%"
     if name.endswith(("_rmse", "_mae")) or name in ("rmse", "mae"):

@@ -7,7 +7,7 @@ Safe to repeat: a sweep's winner is registered once (its version carries the swe
 already on the right version is not moved again. A worse model never takes the champion alias.
 
 All or nothing: the writes of one decision (register, aliases, stages, archiving, the decision tag, each
-move's history entry) are recorded as they complete (runner.registry.RegistryChanges). When a later one
+move's history entry) are recorded as they complete (runner.registry.core.RegistryChanges). When a later one
 fails (a lost server, a refused call, Ctrl-C), the completed ones are reversed newest first, each reversal
 recorded in the history as `undo`; the decision is `failed` and lists whatever could not be reversed.
 """
@@ -24,13 +24,26 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from runner.config_schema import Policy
+from runner.config.schema import Policy
+from runner.contract import (
+    DATA_FINGERPRINT_TAG,
+    DECISION_REASON_TAG,
+    DECISION_TAG,
+    FAILURE_REASON_TAG,
+    JOB_NUM_TAG,
+    METRIC_VALUE_TAG,
+    POLICY_METRIC_TAG,
+    POLICY_TAG,
+    PROTOCOL_TAG,
+    RUN_ID_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE_TAG,
+)
 from runner.errors import AliasNotFound, PolicyError
-from runner.locks import promotion_lock
-from runner.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
-from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
+from runner.forecast.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
+from runner.registry.locks import promotion_lock
+from runner.registry.units import format_metric
 from runner.tracking import Store
-from runner.units import format_metric
 
 log = logging.getLogger("runner")
 
@@ -38,7 +51,6 @@ OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
 RESCORABLE = ("val_mape", "val_rmse", "val_mae")
-DECISION_TAG = "runner.decision"  # set on a version once the decision about it is complete
 # The console's decision table: every job up to TABLE_ROWS rows (at least TABLE_RANKED of the ranked ones),
 # then "N more"; promotion/decision.json always lists every job.
 TABLE_ROWS = 12
@@ -67,7 +79,7 @@ class Candidate:
         metrics = dict(run.data.metrics)
         value = metrics.get(policy.metric)
         candidate = cls(run.info.run_id, run.info.run_name or "", run.info.status,
-                        run.data.tags.get("runner.job_num"), value, metrics, dict(run.data.tags),
+                        run.data.tags.get(JOB_NUM_TAG), value, metrics, dict(run.data.tags),
                         dict(run.data.params))
         if run.info.status != "FINISHED":
             candidate.error = run.data.tags.get(FAILURE_REASON_TAG)
@@ -164,7 +176,7 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
                  sweep_id: str | None, actor: str | None = None,
                  step_hook: Callable | None = None) -> tuple[Decision, list[Candidate]]:
     """Decide and change the registry as the policy says. Returns the decision and the ranking.
-    `step_hook`: a test seam, see runner.registry.RegistryChanges (None in production)."""
+    `step_hook`: a test seam, see runner.registry.core.RegistryChanges (None in production)."""
     ranked = rank(policy, candidates)
     if not ranked:
         # runs that would have won but logged no forecaster: say so, rather than "no run passed the gates"
@@ -185,7 +197,7 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
             reason = "no run finished"
         return Decision("no_winner", reason, failed=policy.on_no_winner == "fail"), ranked
     winner = ranked[0]
-    from runner.registry import default_actor
+    from runner.registry.core import default_actor
 
     actor = actor or launched_by(winner) or default_actor()  # the sweep id is recorded beside it
     with promotion_lock(store, policy.model_name):
@@ -194,7 +206,7 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
 
 def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: Candidate,
                        sweep_id: str | None, actor: str, step_hook: Callable | None = None) -> Decision:
-    from runner.registry import ModelRegistry, RegistryChanges
+    from runner.registry.core import ModelRegistry, RegistryChanges
 
     registry = ModelRegistry(store.tracking_uri)
     name = policy.model_name
@@ -314,7 +326,7 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
     champion was scored on other data or under another protocol (or refused, as the policy says)."""
     run = registry.client.get_run(champion["run_id"])
     same = all(run.data.tags.get(tag) == winner.tags.get(tag)
-               for tag in ("runner.data_fingerprint", "runner.protocol"))
+               for tag in (DATA_FINGERPRINT_TAG, PROTOCOL_TAG))
     value = run.data.metrics.get(policy.metric)
     if same and value is not None:
         return value
@@ -325,7 +337,7 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
             f"(registry.champion.on_data_mismatch={policy.champion.on_data_mismatch}, metric {policy.metric})"
         )
     log.info(f"champion version {champion['version']} {why}: re-scoring it on this sweep's validation weeks")
-    from runner.training import import_tensorflow_quietly
+    from runner.forecast.training import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # the champion is a Keras network: keep TensorFlow's start-up lines quiet
     # Loaded through this store's registry: in a sweep's main process MLflow's global tracking URI is
@@ -337,7 +349,7 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
 def rescore(forecaster, params: dict[str, str], metric: str) -> float:
     """Score a forecaster (the unwrapped DemandForecaster of a registered version) on the validation
     origins of a run's data (from its params)."""
-    from runner import evaluation, series
+    from runner.forecast import scoring, series
 
     path = params.get("data.path")
     data_path = series.resolve_path(None if path in (None, "null", "None") else path)
@@ -347,14 +359,14 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
         *(int(params.get(f"data.split.{k}", d)) for k, d in (("train_weeks", 7), ("val_weeks", 1), ("test_weeks", 4))),
     )
     forecast = forecaster.forecast_many(frame, split.val)
-    scores = evaluation.score(forecast, evaluation.actuals(frame["demand_mw"].to_numpy(), split.val))
+    scores = scoring.score(forecast, scoring.actuals(frame["demand_mw"].to_numpy(), split.val))
     return scores.as_metrics("val")[metric]
 
 
 def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | None:
     """The version this policy registered for the winner's run before, if any."""
     for version in _versions(registry, policy.model_name):
-        if version["run_id"] == winner.run_id and version["tags"].get("runner.policy_metric") == policy.metric:
+        if version["run_id"] == winner.run_id and version["tags"].get(POLICY_METRIC_TAG) == policy.metric:
             return version
     return None
 
@@ -362,12 +374,12 @@ def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | Non
 def _register(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
               reason: str, changes=None) -> dict:
     tags = {
-        "runner.run_id": winner.run_id,
-        "runner.policy": policy_name,
-        "runner.policy_metric": policy.metric,
-        "runner.metric_value": f"{winner.value:.6g}",
-        "runner.decision_reason": reason,
-        "runner.data_fingerprint": winner.tags.get("runner.data_fingerprint", ""),
+        RUN_ID_TAG: winner.run_id,
+        POLICY_TAG: policy_name,
+        POLICY_METRIC_TAG: policy.metric,
+        METRIC_VALUE_TAG: f"{winner.value:.6g}",
+        DECISION_REASON_TAG: reason,
+        DATA_FINGERPRINT_TAG: winner.tags.get(DATA_FINGERPRINT_TAG, ""),
     }
     if sweep_id:
         tags[SWEEP_ID_TAG] = sweep_id

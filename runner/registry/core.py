@@ -40,6 +40,7 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from runner.contract import ALIAS_EVENT_TAG_PREFIX, LEGACY_ALIAS_EVENT_TAG_PREFIX
 from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
 from runner.tracking import DEFAULT_STORE_DIR, MLflowManager, is_connection_failure, single_attempt_requests
 
@@ -55,8 +56,8 @@ from runner.tracking import DEFAULT_STORE_DIR, MLflowManager, is_connection_fail
 #   event (no read-modify-write to race), the same on SQLite, PostgreSQL and a tracking server, no new
 #   registered model or experiment, and the events outlive deleted versions. `runner.` in the key keeps
 #   it apart from MLflow's own tags. The model's API payload still grows by ~300 bytes per move.
-HISTORY_TAG_PREFIX = "mlflow.runner.alias_event."
-LEGACY_EVENT_TAG_PREFIX = "runner.alias_event."  # written before: still read, moved on the next write
+HISTORY_TAG_PREFIX = ALIAS_EVENT_TAG_PREFIX
+LEGACY_EVENT_TAG_PREFIX = LEGACY_ALIAS_EVENT_TAG_PREFIX  # written before: still read, moved on the next write
 EVENT_TAG_PREFIX = HISTORY_TAG_PREFIX
 EVENT_TAG_PREFIXES = (HISTORY_TAG_PREFIX, LEGACY_EVENT_TAG_PREFIX)
 STAGES = ("None", "Staging", "Production", "Archived")
@@ -606,8 +607,8 @@ class ModelRegistry:
 
     # -- lineage ------------------------------------------------------------------------------------
     def get_model_lineage(self, name: str, version: str | int) -> dict[str, Any]:
-        """Where a version came from: see `runner.lineage.lineage`."""
-        from runner.lineage import lineage
+        """Where a version came from: see `runner.registry.lineage.lineage`."""
+        from runner.registry.lineage import lineage
 
         return lineage(self, name, version)
 
@@ -663,9 +664,9 @@ def _events(model, alias: str | None) -> list[dict[str, Any]]:
 
 
 def _check_alias(alias: str) -> None:
-    """The rules a policy's aliases are validated by (runner.config_schema.alias_problem: MLflow's own,
+    """The rules a policy's aliases are validated by (runner.config.schema.alias_problem: MLflow's own,
     and no number); `stage:<Stage>` names the history's stage events and has a ':' MLflow refuses."""
-    from runner.config_schema import alias_problem
+    from runner.config.schema import alias_problem
 
     problem = alias_problem(alias or "")
     if problem:
@@ -674,9 +675,3 @@ def _check_alias(alias: str) -> None:
 
 def _quote(name: str) -> str:
     return name.replace("'", "\\'")
-
-
-if __name__ == "__main__":  # `python -m runner.registry` is the registry command line
-    from runner.registry_cli import main
-
-    main()

@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from runner.contract import LOCK_HOLDER_TAG, LOCK_SUFFIX
 from runner.errors import RunnerError
 from runner.tracking import Store, sqlite_path
-
-LOCK_SUFFIX = ".promotion-lock"
 
 
 class LockTimeout(RunnerError):
@@ -62,7 +61,7 @@ def _registry_mutex(store: Store, lock_name: str, timeout: float, stale_after: f
     while True:
         try:
             client.create_registered_model(
-                lock_name, tags={"runner.lock_holder": holder},
+                lock_name, tags={LOCK_HOLDER_TAG: holder},
                 description="Held while a promotion decision is made; deleted right after.",
             )
             break

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runner.contract import PARALLEL_JOBS_ENV
+
 log = logging.getLogger(__name__)
 
-PARALLEL_JOBS_ENV = "RUNNER_PARALLEL_JOBS"  # set for a sweep's jobs from the launcher's n_jobs (conf/config.yaml)
 
 
 def thread_budget(threads: int | None) -> int:

@@ -266,11 +266,9 @@ def forecast_origins(network, prep: Preprocessing, frame: pd.DataFrame, origins:
 
 
 # The pyfunc wrapper needs mlflow; the feature functions and checks above do not. The runner imports this
-# module as `runner.forecaster` for them (config validation among others) and skips the wrapper, which
+# module as `runner.forecast.forecaster` for them (config validation among others) and skips the wrapper, which
 # would cost an MLflow import (1.5 s); MLflow runs the file under another name to log or load a model.
-try:
-    if __name__ == "runner.forecaster":
-        raise ImportError("the runner's own import: no pyfunc wrapper needed")
+if __name__ != "runner.forecast.forecaster":
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
@@ -295,7 +293,7 @@ try:
             return pd.DataFrame({"timestamp": times, "forecast_mw": forecast})
 
         def _history(self, model_input) -> pd.DataFrame:
-            # The logged signature declares no input schema (runner/model_logging.py says why), so MLflow
+            # The logged signature declares no input schema (runner/forecast/model_logging.py says why), so MLflow
             # hands every input over as it came: a DataFrame from Python and `mlflow models predict`; a
             # DataFrame, a dict of columns or a list of records from the scoring server. One set of rules
             # (check_history) then judges them all.
@@ -326,5 +324,3 @@ try:
             return forecast_origins(self.network, self.prep, frame, origins)
 
     mlflow.models.set_model(DemandForecaster())
-except ImportError:  # feature code used by the runner, or without mlflow
-    pass

@@ -1,7 +1,7 @@
 """The schema of a composed config and its validation, with one-line errors naming the key.
 
 Validation runs before anything expensive: no TensorFlow, no run in the store. Its last step reads the
-data file and checks it by the series rules (runner.series.check_data). Merging the
+data file and checks it by the series rules (runner.forecast.series.check_data). Merging the
 composed config into these dataclasses rejects unknown keys (also `+lrr=0.1`, which Hydra accepts) and
 wrong types; `__post_init__` checks ranges. Model keys are checked against the `Params` dataclass of the
 model's own builder module, so a builder's arguments are declared once.
@@ -23,7 +23,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-FEATURES = ("recent", "last_week", "lags", "calendar")  # keep in step with runner.forecaster.FEATURES
+from runner.contract import LOCK_SUFFIX, TRUSTED_MODULES_ENV
+
+FEATURES = ("recent", "last_week", "lags", "calendar")  # keep in step with runner.forecast.forecaster.FEATURES
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("mse", "mae", "huber", "mape")
 GATE_OPS = ("<", "<=", ">", ">=")
@@ -42,8 +44,8 @@ ALIAS_PATTERN = re.compile(r"^[\w\-]+$")  # _REGISTERED_MODEL_ALIAS_REGEX (an em
 VERSION_ALIAS_PATTERN = re.compile(r"^[vV]\d+$")  # _REGISTERED_MODEL_ALIAS_VERSION_REGEX: reserved
 MAX_ALIAS_LENGTH = 255  # MAX_REGISTERED_MODEL_ALIAS_LENGTH
 # The registered_models.name column is String(256) (PostgreSQL refuses longer), and on a tracking server the
-# promotion lock is a registered model named `<model_name>.promotion-lock` (runner.locks.LOCK_SUFFIX).
-MAX_MODEL_NAME_LENGTH = 256 - len(".promotion-lock")
+# promotion lock is a registered model named `<model_name>.promotion-lock` (runner.registry.locks.LOCK_SUFFIX).
+MAX_MODEL_NAME_LENGTH = 256 - len(LOCK_SUFFIX)
 MODEL_NAME_FORBIDDEN = {
     "/": "MLflow refuses it (models:/<name>/<version> URIs split there)",
     ":": "MLflow refuses it",
@@ -174,7 +176,7 @@ def model_name_problem(name: str) -> str | None:
         return f"must not be '.' or start with '..' (MLflow treats registry names as paths); got {name!r}"
     if len(name) > MAX_MODEL_NAME_LENGTH:
         return (f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit of 256, less the "
-                f"'.promotion-lock' suffix of the promotion lock's name); got {len(name)}")
+                f"'{LOCK_SUFFIX}' suffix of the promotion lock's name); got {len(name)}")
     return None
 
 
@@ -402,7 +404,6 @@ def _list_item_error(schema: type, values: Any, path: str = "") -> str | None:
     return None
 
 
-TRUSTED_MODULES_ENV = "RUNNER_TRUSTED_MODULES"  # comma-separated module prefixes of a team's own builders
 SHIPPED_BUILDERS = "runner.models"
 
 
@@ -463,7 +464,7 @@ def validate(cfg: DictConfig) -> Validated:
         _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
     # Last, once every key is known good: the data file itself, read once (the job reuses the parse).
     # Imports pandas, never TensorFlow or MLflow.
-    from runner import series
+    from runner.forecast import series
 
     series.check_data(config.data)
     return Validated(config=config, model_params=params, builder=str(target))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.forecaster import HORIZON, WEEK
+from runner.forecast.forecaster import HORIZON, WEEK
 
 
 @dataclass(frozen=True)

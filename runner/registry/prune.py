@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.tags import SWEEP_ID_TAG
+from runner.contract import SWEEP_ID_TAG
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_RESULTS = 50000  # MLflow's upper bound for one search request

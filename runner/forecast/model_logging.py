@@ -8,14 +8,30 @@ neither this package nor its config to load, so it serves wherever mlflow, keras
 from __future__ import annotations
 
 import warnings
+from importlib import metadata
 from pathlib import Path
+
+from runner.contract import FORECASTER_URI_TAG
 
 FORECASTER_NAME = "forecaster"  # the pyfunc model of a run: what the registry registers
 NETWORK_NAME = "network"  # the bare Keras network, MLflow's Keras flavour
-FORECASTER_URI_TAG = "runner.forecaster_uri"
 # What the forecaster reads, recorded in its metadata (MLmodel) since the signature has no input schema.
 INPUT_COLUMNS = {"timestamp": "datetime or ISO 8601 string, regular half-hours, oldest first",
                  "demand_mw": "MW, integer or float, finite and positive"}
+
+
+def pip_requirements() -> list[str]:
+    """The logged models' requirements, given explicitly: MLflow's inference of them costs seconds."""
+    requirements = []
+    for names in (("mlflow", "mlflow-skinny"), ("tensorflow-cpu", "tensorflow"), ("keras",),
+                  ("numpy",), ("pandas",)):
+        for name in names:
+            try:
+                requirements.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return requirements
 
 
 def forecaster_signature(output):
@@ -40,8 +56,7 @@ def log_forecaster(tracker, network, prep, frame, workdir: Path) -> str:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from runner import forecaster
-    from runner.tracking import pip_requirements
+    from runner.forecast import forecaster
 
     network_path = workdir / "network.keras"
     network.save(network_path)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.config.params import REDACTED
+from runner.contract import DATA_FINGERPRINT_TAG, GIT_COMMIT_TAG, REPRODUCES_TAG
 from runner.job import REPRODUCES_ENV, git_state  # no TensorFlow: the job imports it only to train
-from runner.lineage import get_run, run_overrides
-from runner.params import REDACTED
+from runner.registry.lineage import get_run, run_overrides
 
-REPRODUCES_TAG = "runner.reproduces"  # set on the new run by runner.job from REPRODUCES_ENV
 UNCOMPARABLE_METRICS = ("train_seconds",)  # wall-clock time differs from run to run
 
 
@@ -50,7 +50,7 @@ def plan(client, run_id: str, where: str = "the store") -> Reproduction:
                          "through the environment)")
             continue
         overrides.append(item)
-    commit, logged = current_git_commit(), run["tags"].get("runner.git_commit")
+    commit, logged = current_git_commit(), run["tags"].get(GIT_COMMIT_TAG)
     if commit and logged and commit != logged:
         notes.append(f"git commit differs: original {logged[:12]}, now {commit[:12]}")
     command = [sys.executable, "-m", "runner", *overrides]
@@ -58,7 +58,7 @@ def plan(client, run_id: str, where: str = "the store") -> Reproduction:
 
 
 def current_git_commit() -> str | None:
-    return git_state(Path(__file__).resolve().parent).get("runner.git_commit")
+    return git_state(Path(__file__).resolve().parent).get(GIT_COMMIT_TAG)
 
 
 def run(client, tracking_uri: str, reproduction: Reproduction, where: str = "the store",
@@ -107,7 +107,7 @@ def compare(original: dict[str, Any], new: dict[str, Any], reproduction: Reprodu
         if relative > tolerance:
             reproduction.metric_differences[key] = [before, after]
     reproduction.max_relative_difference = worst
-    for tag, label in (("runner.git_commit", "git commit"), ("runner.data_fingerprint", "data fingerprint")):
+    for tag, label in ((GIT_COMMIT_TAG, "git commit"), (DATA_FINGERPRINT_TAG, "data fingerprint")):
         a, b = original["tags"].get(tag), new["tags"].get(tag)
         if a and b and a != b and not any(w.startswith(f"{label} differs") for w in reproduction.warnings):
             reproduction.warnings.append(f"{label} differs: original {a[:12]}, reproduction {b[:12]}")

@@ -14,8 +14,19 @@ from typing import Any
 import yaml
 from mlflow.exceptions import MlflowException
 
+from runner.contract import (
+    DATA_FILE_TAG,
+    DATA_FINGERPRINT_TAG,
+    FORECASTER_URI_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    JOB_NUM_TAG,
+    OVERRIDES_TAG,
+    PROTOCOL_TAG,
+    SWEEP_ID_TAG,
+    VERSION_TAG,
+)
 from runner.errors import RunNotFound
-from runner.tags import SWEEP_ID_TAG
 from runner.tracking import run_dict
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -48,7 +59,7 @@ def run_overrides(client, run: dict[str, Any]) -> list[str]:
     logged = read_yaml_artifact(client, run["run_id"], OVERRIDES_ARTIFACT)
     if isinstance(logged, list):
         return [str(item) for item in logged]
-    return shlex.split(run["tags"].get("runner.overrides", ""))
+    return shlex.split(run["tags"].get(OVERRIDES_TAG, ""))
 
 
 def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
@@ -89,17 +100,17 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
         experiment_id=run["experiment_id"],
         parent_run_id=tags.get(PARENT_TAG),
         sweep_id=tags.get(SWEEP_ID_TAG),
-        job_num=tags.get("runner.job_num"),
+        job_num=tags.get(JOB_NUM_TAG),
         params=run["params"],
         metrics=run["metrics"],
         config=read_yaml_artifact(client, run["run_id"], CONFIG_ARTIFACT),
         overrides=run_overrides(client, run),
-        git_commit=tags.get("runner.git_commit") or tags.get("mlflow.source.git.commit"),
-        git_dirty=tags.get("runner.git_dirty"),
-        data_fingerprint=tags.get("runner.data_fingerprint"),
-        data_file=tags.get("runner.data_file"),
-        protocol=tags.get("runner.protocol"),
-        runner_version=tags.get("runner.version"),
-        forecaster_uri=tags.get("runner.forecaster_uri"),
+        git_commit=tags.get(GIT_COMMIT_TAG) or tags.get("mlflow.source.git.commit"),
+        git_dirty=tags.get(GIT_DIRTY_TAG),
+        data_fingerprint=tags.get(DATA_FINGERPRINT_TAG),
+        data_file=tags.get(DATA_FILE_TAG),
+        protocol=tags.get(PROTOCOL_TAG),
+        runner_version=tags.get(VERSION_TAG),
+        forecaster_uri=tags.get(FORECASTER_URI_TAG),
     )
     return result
