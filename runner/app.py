@@ -11,11 +11,17 @@ import os
 import re
 import sys
 
-# Before anything can import TensorFlow: keep its C++ start-up chatter out of the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from runner.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    fail,
+    quiet_environment,
+    quiet_libraries,
+)
+
+quiet_environment()  # before anything can import TensorFlow: keep its C++ start-up chatter out of the console
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -32,11 +38,6 @@ from runner.errors import RunnerError  # noqa: E402
 from runner.registry.units import format_metric  # noqa: E402  (the units of the decision table: val_mape 3.390%)
 
 log = logging.getLogger("runner")
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 
 
 def optuna_direction(mode: str) -> str:
@@ -76,16 +77,6 @@ EXECUTION_WHITELIST = [
 ]
 
 
-def quiet_libraries() -> None:
-    for name in ("mlflow", "alembic", "absl", "tensorflow", "urllib3", "git", "matplotlib", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-
-
 def task(cfg: DictConfig) -> float:
     """Validate, run one tracked job, print its summary; returns the objective for sweepers."""
     from runner.job import JobContext, run_job
@@ -99,13 +90,13 @@ def task(cfg: DictConfig) -> float:
     except (ConfigError, RunnerError) as error:
         # SystemExit passes through Hydra untouched (an Exception would get a multi-line report);
         # in a sweep it stops the sweep at once, which is right for input that can never work.
-        raise SystemExit(_fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED)) from None
+        raise SystemExit(fail(str(error), EXIT_USAGE if isinstance(error, ConfigError) else EXIT_FAILED)) from None
     except Exception as error:
         if ctx.multirun:
             raise  # Hydra records the failed job and runs the rest of the sweep
         trace = ctx.output_dir / "traceback.txt"
         where = f" (the run ended FAILED; traceback in {trace})" if trace.exists() else ""
-        raise SystemExit(_fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
+        raise SystemExit(fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
         log.info(
@@ -189,23 +180,16 @@ def main() -> None:
     try:
         hydra_main()
     except ConfigError as error:
-        code = _fail(str(error), EXIT_USAGE)
+        code = fail(str(error), EXIT_USAGE)
     except (HydraException, OmegaConfBaseException) as error:
-        code = _fail(one_line(error), EXIT_USAGE)
+        code = fail(one_line(error), EXIT_USAGE)
     except KeyboardInterrupt as error:
         terminated = isinstance(error, interrupts.Terminated)
-        code = _fail("terminated" if terminated else "interrupted", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        code = fail("terminated" if terminated else "interrupted", EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     except SystemExit as error:
         code = error.code if isinstance(error.code, int) else (0 if error.code is None else EXIT_FAILED)
     except RunnerError as error:
-        code = _fail(str(error), EXIT_FAILED)
+        code = fail(str(error), EXIT_FAILED)
     except Exception as error:  # a failed job: its run already ended FAILED with the traceback attached
-        code = _fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
+        code = fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
     sys.exit(code)
-
-
-def _fail(message: str, code: int) -> int:
-    from runner.config.params import redact_uri
-
-    print(f"error: {redact_uri(message)}", file=sys.stderr)  # a library's error may quote a store's URI
-    return code

@@ -126,12 +126,9 @@ def git_state(directory: Path) -> dict[str, str]:
 
 def _user() -> str:
     """Who ran it: the tracking server's user name when there is one, else the local login."""
-    import getpass
+    from runner.tracking import login_name
 
-    try:
-        return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
-    except Exception:  # no user database entry (some containers)
-        return "unknown"
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or login_name()
 
 
 

@@ -51,6 +51,10 @@ def test_the_installed_package_ships_configs_models_and_data(installed):
     assert shipped == {p.relative_to(package / "conf").as_posix() for p in (package / "conf").rglob("*.yaml")}
     assert {p.name for p in (REPO / "models").glob("*.py")} <= {p.name for p in (package / "models").glob("*.py")}
     assert (package / "data" / "uk_electricity_demand_2000_halfhourly.csv").is_file()
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "runner").rglob("*.py")}  # every subpackage too
+    assert modules and modules == {p.relative_to(installed).as_posix() for p in package.rglob("*.py")
+                                   if "conf" not in p.relative_to(package).parts[:1]
+                                   and "models" not in p.relative_to(package).parts[:1]}
 
 
 @pytest.mark.slow

@@ -23,9 +23,15 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from runner.contract import LOCK_SUFFIX, TRUSTED_MODULES_ENV
+from runner.contract import (
+    DEFAULT_TEST_WEEKS,
+    DEFAULT_TRAIN_WEEKS,
+    DEFAULT_VAL_WEEKS,
+    LOCK_SUFFIX,
+    TRUSTED_MODULES_ENV,
+)
+from runner.forecast.forecaster import FEATURES  # what the forecaster can build: the config may ask for these
 
-FEATURES = ("recent", "last_week", "lags", "calendar")  # keep in step with runner.forecast.forecaster.FEATURES
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("mse", "mae", "huber", "mape")
 GATE_OPS = ("<", "<=", ">", ">=")
@@ -68,10 +74,13 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass
-class Split:
-    train_weeks: int = 7
-    val_weeks: int = 1
-    test_weeks: int = 4
+class SplitWeeks:
+    """data.split: how many weeks train, validate and test (runner.forecast.series.SplitOrigins holds the
+    origins they give)."""
+
+    train_weeks: int = DEFAULT_TRAIN_WEEKS
+    val_weeks: int = DEFAULT_VAL_WEEKS
+    test_weeks: int = DEFAULT_TEST_WEEKS
 
     def __post_init__(self):
         for key in ("train_weeks", "val_weeks", "test_weeks"):
@@ -85,7 +94,7 @@ class DataConfig:
     window: int = 336
     features: list[str] = field(default_factory=lambda: ["recent", "last_week", "calendar"])
     lag_weeks: int = 2
-    split: Split = field(default_factory=Split)
+    split: SplitWeeks = field(default_factory=SplitWeeks)
     train_stride: int = 1
 
     def __post_init__(self):
@@ -260,10 +269,6 @@ class Policy:
             _fail("registry.champion.min_relative_improvement",
                   f"must be below 1 with mode=min (a fraction of the champion's value: 0.02 is 2%; 1 or more "
                   f"asks for a score of 0 or less); got {self.champion.min_relative_improvement}")
-
-    @property
-    def optuna_direction(self) -> str:
-        return "minimize" if self.mode == "min" else "maximize"
 
 
 def _check_gates_can_pass(gates: list[Gate]) -> None:
@@ -468,12 +473,3 @@ def validate(cfg: DictConfig) -> Validated:
 
     series.check_data(config.data)
     return Validated(config=config, model_params=params, builder=str(target))
-
-
-def to_plain(value: Any) -> Any:
-    """Containers from OmegaConf or dataclasses to plain Python."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    return value

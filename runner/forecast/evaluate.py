@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from runner.contract import DATA_FILE_TAG, DATA_FINGERPRINT_TAG
+from runner.cli import EXIT_FAILED, EXIT_USAGE, fail, quiet_environment
+from runner.contract import (
+    DATA_FILE_TAG,
+    DATA_FINGERPRINT_TAG,
+    DEFAULT_TEST_WEEKS,
+    DEFAULT_TRAIN_WEEKS,
+    DEFAULT_VAL_WEEKS,
+)
 from runner.forecast.model_logging import FORECASTER_URI_TAG  # light: imports MLflow only when logging
 
 # The protocol: weeks 1-7 train, week 8 validation (early stopping, model selection), weeks 9-12 test,
 # forecasts a day (48 half-hours) ahead; these origins are the test weeks' of runner.forecast.series.split_origins.
-TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS = 7, 1, 4
+TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS = DEFAULT_TRAIN_WEEKS, DEFAULT_VAL_WEEKS, DEFAULT_TEST_WEEKS
 FIRST_ORIGIN, LAST_ORIGIN, N_ORIGINS = 2687, 3983, 1297
-EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 @dataclass
@@ -121,10 +126,10 @@ def reference_parts(reference: str) -> tuple[str, str] | None:
 def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, dict[str, str]]:
     """(model URI to load, a label, the source run's tags) of the requested model; RunnerError when
     the model, version, alias or run does not exist."""
-    from mlflow.exceptions import MlflowException
 
     from runner.errors import RunNotFound
     from runner.registry.core import ModelRegistry
+    from runner.tracking import get_run_or_raise
 
     registry = registry or ModelRegistry(args.tracking_uri)
     if args.model is not None:
@@ -137,10 +142,7 @@ def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, di
             uri, label = f"models:/{name}/{version['version']}", f"{name} version {version['version']}"
         tags = _run_tags(registry.client, version.get("run_id"))
         return uri, label, tags
-    try:
-        run = registry.client.get_run(args.run)
-    except MlflowException:
-        raise RunNotFound(f"no run {args.run!r} in {registry.store.display_uri}") from None
+    run = get_run_or_raise(registry.client, args.run, registry.store.display_uri)
     uri = run.data.tags.get(FORECASTER_URI_TAG)
     if not uri:
         raise RunNotFound(f"run {args.run} has no logged forecaster (no {FORECASTER_URI_TAG} tag; "
@@ -301,23 +303,18 @@ def main(argv: list[str] | None = None) -> int:
 
     refuse_credentials(sys.argv[1:] if argv is None else argv)  # before argparse, which echoes arguments
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_environment()
     from runner.config.schema import ConfigError
     from runner.errors import RunnerError
 
     if args.plot is not None and args.plot.suffix.lower() != ".png":
-        print(f"error: --plot: must be a .png path; got {args.plot}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(f"--plot: must be a .png path; got {args.plot}", EXIT_USAGE)
     if args.plot is not None and (problem := unwritable(args.plot)):
-        print(f"error: --plot: cannot write {args.plot}: {problem}", file=sys.stderr)  # before 10 s of scoring
-        return EXIT_USAGE
+        return fail(f"--plot: cannot write {args.plot}: {problem}", EXIT_USAGE)  # before 10 s of scoring
     try:
         read_data(args.data)  # before the store, the model and TensorFlow: a bad file costs nothing
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(str(error), EXIT_USAGE)
     try:
         from runner.tracking import check_reachable, resolve_store, sqlite_path
 
@@ -340,16 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                               data=args.data)
             result.references[reference] = scored.model_by_lead
     except RunnerError as error:
-        from runner.config.params import redact_uri
-
-        print(f"error: {redact_uri(str(error))}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(str(error), EXIT_FAILED)
     if args.plot is not None:
         try:
             save_plot(result, args.plot)
         except OSError as error:  # the folder went away or filled up while scoring
-            print(f"error: --plot: cannot write {args.plot}: {error.strerror or error}", file=sys.stderr)
-            return EXIT_FAILED
+            return fail(f"--plot: cannot write {args.plot}: {error.strerror or error}", EXIT_FAILED)
     if args.json:
         print(json.dumps({**result.as_dict(), "plot": str(args.plot) if args.plot else None}, indent=2))
     else:

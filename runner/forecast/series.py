@@ -182,7 +182,9 @@ def check_data(data, key: str = "data.path") -> Loaded:
 
 
 @dataclass(frozen=True)
-class Split:
+class SplitOrigins:
+    """The forecast origins (row positions) of the training, validation and test weeks."""
+
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
@@ -190,7 +192,7 @@ class Split:
 
 def split_origins(
     n_values: int, min_history: int, train_weeks: int, val_weeks: int, test_weeks: int, train_stride: int = 1
-) -> Split:
+) -> SplitOrigins:
     """Origins for each part; raises ValueError when the series is too short for the split."""
     train_end = train_weeks * WEEK  # first index after the training weeks
     val_end = train_end + val_weeks * WEEK
@@ -208,7 +210,7 @@ def split_origins(
 
     first = min_history - 1
     train = within(0, train_end, first)[::train_stride]
-    split = Split(train=train, val=within(train_end, val_end, first), test=within(val_end, test_end, first))
+    split = SplitOrigins(train=train, val=within(train_end, val_end, first), test=within(val_end, test_end, first))
     if len(split.train) == 0:
         raise ValueError(f"data.window: {min_history} values of history leave no training origins")
     return split

@@ -28,14 +28,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from runner.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail, first_line, quiet_environment
 from runner.contract import DECISION_REASON_TAG, LOCK_SUFFIX, MODEL_TAG, POLICY_METRIC_TAG
 
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+quiet_environment()
 DEFAULT_METRIC = "val_mape"  # the default policy's metric (conf/registry/default.yaml)
 LOCK_MODEL_SUFFIX = LOCK_SUFFIX  # runner.locks' mutex on server stores, not a real model
 
@@ -482,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # not quiet_libraries: its loggers stay
     from mlflow.exceptions import MlflowException
 
     from runner.errors import RunnerError
@@ -494,20 +490,13 @@ def main(argv: list[str] | None = None) -> None:
     except RunnerError as error:
         code = fail(str(error), EXIT_FAILED)
     except MlflowException as error:
-        code = fail(str(error).splitlines()[0] if str(error) else type(error).__name__, EXIT_FAILED)
+        code = fail(first_line(error), EXIT_FAILED)
     except KeyboardInterrupt:
-        code = fail("interrupted", 130)
+        code = fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:  # `runner-registry versions X | head`: the reader left, that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     sys.exit(code)
-
-
-def fail(message: str, code: int) -> int:
-    from runner.config.params import redact_uri
-
-    print(f"error: {redact_uri(message)}", file=sys.stderr)  # an MLflow error may quote the store's URI
-    return code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Versions come back as plain dicts (see `version_dict`). Errors are the package's
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
@@ -42,7 +41,14 @@ from mlflow.exceptions import MlflowException
 
 from runner.contract import ALIAS_EVENT_TAG_PREFIX, LEGACY_ALIAS_EVENT_TAG_PREFIX
 from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
-from runner.tracking import DEFAULT_STORE_DIR, MLflowManager, is_connection_failure, single_attempt_requests
+from runner.tracking import (
+    DEFAULT_STORE_DIR,
+    MLflowManager,
+    get_run_or_raise,
+    is_connection_failure,
+    login_name,
+    single_attempt_requests,
+)
 
 # Where the history lives. Weighed against MLflow 3.17's UI at 1280x800 (tests/test_ui.py):
 # - registered-model tags `runner.alias_event.*` (before): the model page lists each one above the versions
@@ -122,11 +128,7 @@ class UndoResult:
 
 def default_actor() -> str:
     """`$USER@hostname`: who moved an alias when nobody says."""
-    try:
-        user = os.environ.get("USER") or getpass.getuser()
-    except Exception:  # no user database entry (some containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{login_name()}@{socket.gethostname()}"
 
 
 def version_dict(mv) -> dict[str, Any]:
@@ -273,12 +275,7 @@ class ModelRegistry:
             return logged.artifact_location, logged.source_run_id, model_id
         if model_uri.startswith("runs:/"):
             run_id, _, artifact_path = model_uri[len("runs:/"):].partition("/")
-            try:
-                run = self._call(self.client.get_run, run_id)
-            except MlflowException:
-                from runner.errors import RunNotFound
-
-                raise RunNotFound(f"no run {run_id!r} in {self.store.display_uri}") from None
+            run = self._call(get_run_or_raise, self.client, run_id, self.store.display_uri)
             logged = self._call(
                 self.client.search_logged_models, [run.info.experiment_id],
                 filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'",

@@ -26,8 +26,7 @@ from runner.contract import (
     SWEEP_ID_TAG,
     VERSION_TAG,
 )
-from runner.errors import RunNotFound
-from runner.tracking import run_dict
+from runner.tracking import get_run_or_raise, run_dict
 
 CONFIG_ARTIFACT = "config.yaml"
 OVERRIDES_ARTIFACT = "overrides.yaml"
@@ -48,10 +47,7 @@ def read_yaml_artifact(client, run_id: str, path: str) -> Any | None:
 
 
 def get_run(client, run_id: str, where: str = "the store") -> dict[str, Any]:
-    try:
-        return run_dict(client.get_run(run_id))
-    except MlflowException:
-        raise RunNotFound(f"no run {run_id!r} in {where}") from None
+    return run_dict(get_run_or_raise(client, run_id, where))
 
 
 def run_overrides(client, run: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from runner.contract import LOCK_HOLDER_TAG, LOCK_SUFFIX
 from runner.errors import RunnerError
-from runner.tracking import Store, sqlite_path
+from runner.tracking import Store, safe_folder_name, sqlite_path
 
 
 class LockTimeout(RunnerError):
@@ -34,7 +34,7 @@ def promotion_lock(store: Store, model_name: str, timeout: float = 600.0,
     if db is not None:
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(db.with_name(f"{db.name}.{_safe(model_name)}{LOCK_SUFFIX}")))
+        lock = FileLock(str(db.with_name(f"{db.name}.{safe_folder_name(model_name)}{LOCK_SUFFIX}")))
         try:
             with lock.acquire(timeout=timeout):
                 yield
@@ -43,10 +43,6 @@ def promotion_lock(store: Store, model_name: str, timeout: float = 600.0,
         return
     with _registry_mutex(store, model_name + LOCK_SUFFIX, timeout, stale_after):
         yield
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 @contextmanager

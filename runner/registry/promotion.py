@@ -29,6 +29,9 @@ from runner.contract import (
     DATA_FINGERPRINT_TAG,
     DECISION_REASON_TAG,
     DECISION_TAG,
+    DEFAULT_TEST_WEEKS,
+    DEFAULT_TRAIN_WEEKS,
+    DEFAULT_VAL_WEEKS,
     FAILURE_REASON_TAG,
     JOB_NUM_TAG,
     METRIC_VALUE_TAG,
@@ -354,10 +357,9 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
     path = params.get("data.path")
     data_path = series.resolve_path(None if path in (None, "null", "None") else path)
     frame = series.load_series(data_path)
-    split = series.split_origins(
-        len(frame), forecaster.prep.min_history,
-        *(int(params.get(f"data.split.{k}", d)) for k, d in (("train_weeks", 7), ("val_weeks", 1), ("test_weeks", 4))),
-    )
+    defaults = {"train_weeks": DEFAULT_TRAIN_WEEKS, "val_weeks": DEFAULT_VAL_WEEKS, "test_weeks": DEFAULT_TEST_WEEKS}
+    weeks = [int(params.get(f"data.split.{key}", default)) for key, default in defaults.items()]
+    split = series.split_origins(len(frame), forecaster.prep.min_history, *weeks)
     forecast = forecaster.forecast_many(frame, split.val)
     scores = scoring.score(forecast, scoring.actuals(frame["demand_mw"].to_numpy(), split.val))
     return scores.as_metrics("val")[metric]

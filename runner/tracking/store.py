@@ -212,16 +212,27 @@ def _check_postgres(store: Store, timeout: float) -> None:
 
 
 
+def login_name() -> str:
+    """This process's user (the login), "unknown" where the system has no entry for it (some containers)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
 def safe_folder_name(name: str) -> str:
     """`name` as one folder or file name: anything but letters, digits and -_. becomes _."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def get_run_or_raise(client: MlflowClient, run_id: str):
-    """The run `run_id`, or RunNotFound naming it (MLflow's own error says RESOURCE_DOES_NOT_EXIST)."""
+def get_run_or_raise(client: MlflowClient, run_id: str, where: str = "the tracking store"):
+    """The run `run_id`, or RunNotFound naming it and `where` (the store's display URI). A store that
+    cannot be reached is not "no such run": that error goes on as it is."""
     try:
         return client.get_run(run_id)
     except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise RunNotFound(f"no run {run_id!r} in the tracking store") from None
-        raise
+        if is_connection_failure(error):
+            raise
+        raise RunNotFound(f"no run {run_id!r} in {where}") from None

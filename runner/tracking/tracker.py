@@ -15,14 +15,13 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.config.params import to_params
 from runner.contract import HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG, STALE_RUNS_COMMAND
 from runner.errors import RunNotFound, TrackingUnavailable
 from runner.tracking.manager import MLflowManager, run_dict
-from runner.tracking.store import DEFAULT_STORE_DIR, is_connection_failure, single_attempt_requests
+from runner.tracking.store import DEFAULT_STORE_DIR, get_run_or_raise, is_connection_failure, single_attempt_requests
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +290,4 @@ class ExperimentTracker:
         return runs[0] if runs else None
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        try:
-            return run_dict(self.client.get_run(run_id))
-        except MlflowException:
-            raise RunNotFound(f"no run {run_id!r} in {self.manager.store.display_uri}") from None
+        return run_dict(get_run_or_raise(self.client, run_id, self.manager.store.display_uri))
