@@ -133,13 +133,11 @@ def test_classic_stages_keep_one_version_in_production(synthetic, model_name):
 
 
 def test_the_shipped_stages_policy_archives_the_previous_production(synthetic, model_name):
-    import yaml
-    from conftest import CONF_DIR
-
-    values = yaml.safe_load((CONF_DIR / "registry" / "stages.yaml").read_text())
+    from conftest import compose_config
     from omegaconf import OmegaConf
 
-    policy = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Policy), {**values, "model_name": model_name}))
+    values = compose_config(["registry=stages"]).registry  # composed: the file builds on registry=default
+    policy = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Policy), values, {"model_name": model_name}))
     synthetic.decide(synthetic.make_sweep([4.0]), policy, "stages")
     synthetic.decide(synthetic.make_sweep([3.0]), policy, "stages")
     production = [v["version"] for v in synthetic.versions(model_name) if v["stage"] == "Production"]
