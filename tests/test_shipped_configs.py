@@ -29,7 +29,7 @@ from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf, open_dict
 from snapshot_presets import CONF_DIR, DEFAULTS, SNAPSHOT, preset_options, resolved
 
-from runner.config_schema import validate
+from runner.config.schema import validate
 
 YAML_FILES = sorted(CONF_DIR.rglob("*.yaml"))
 OPTIONS = [f"{path.parent.relative_to(CONF_DIR).as_posix()}={path.stem}" for path in YAML_FILES
