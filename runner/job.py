@@ -31,7 +31,24 @@ from runner import __version__, interrupts
 from runner.config_schema import Validated
 from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
 from runner.params import is_secret_key, redact, redact_uri
-from runner.tags import FAILURE_REASON_TAG, SWEEP_ID_TAG, SWEEP_ROLE_TAG
+from runner.tags import (
+    DATA_FILE_TAG,
+    DATA_FINGERPRINT_TAG,
+    FAILURE_REASON_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    HOST_TAG,
+    JOB_NUM_TAG,
+    MODEL_TAG,
+    OVERRIDES_TAG,
+    PID_TAG,
+    PROTOCOL_TAG,
+    REGISTRY_POLICY_TAG,
+    REPRODUCES_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE_TAG,
+    VERSION_TAG,
+)
 
 if TYPE_CHECKING:  # the steps' types; TensorFlow, numpy and pandas are imported by the steps that use them
     import numpy as np
@@ -112,8 +129,7 @@ def git_state(directory: Path) -> dict[str, str]:
                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"runner.git_commit": commit, "mlflow.source.git.commit": commit,
-            "runner.git_dirty": str(bool(dirty)).lower()}
+    return {GIT_COMMIT_TAG: commit, "mlflow.source.git.commit": commit, GIT_DIRTY_TAG: str(bool(dirty)).lower()}
 
 
 def _user() -> str:
@@ -159,25 +175,25 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     check_reachable(store)
 
     tags = {
-        "runner.model": cfg.model.name,
-        "runner.version": __version__,
-        "runner.overrides": " ".join(redact_overrides(ctx.overrides)),
-        "runner.data_fingerprint": data.fingerprint,
-        "runner.data_file": data_path.name,
-        "runner.protocol": protocol_tag(config),
-        "runner.registry_policy": ctx.registry_name,
+        MODEL_TAG: cfg.model.name,
+        VERSION_TAG: __version__,
+        OVERRIDES_TAG: " ".join(redact_overrides(ctx.overrides)),
+        DATA_FINGERPRINT_TAG: data.fingerprint,
+        DATA_FILE_TAG: data_path.name,
+        PROTOCOL_TAG: protocol_tag(config),
+        REGISTRY_POLICY_TAG: ctx.registry_name,
         "mlflow.user": _user(),
         # where the job runs: a sweep's main process closes only runs whose process is gone from its machine
-        "runner.host": socket.gethostname(),
-        "runner.pid": str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
         **git_state(Path(__file__).resolve().parent),
     }
     if os.environ.get(REPRODUCES_ENV):
-        tags["runner.reproduces"] = os.environ[REPRODUCES_ENV]
+        tags[REPRODUCES_TAG] = os.environ[REPRODUCES_ENV]
     if ctx.sweep_id:
         tags[SWEEP_ID_TAG] = ctx.sweep_id
     if ctx.job_num is not None:
-        tags["runner.job_num"] = str(ctx.job_num)
+        tags[JOB_NUM_TAG] = str(ctx.job_num)
     name = run_name(cfg.model.name, ctx.overrides)
 
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
