@@ -29,6 +29,15 @@ from typing import Any
 
 from bench.processes import run_worker, write_result
 from bench.report import Row, median, row
+from runner.tags import (
+    DATA_FINGERPRINT_TAG,
+    FORECASTER_URI_TAG,
+    JOB_NUM_TAG,
+    MODEL_TAG,
+    PROTOCOL_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE_TAG,
+)
 
 SECTION = "post-sweep hook"
 GOAL_SECONDS = 1.0
@@ -101,7 +110,7 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     client = manager.client
     sweep_id = str(uuid.uuid4())
     parent = client.create_run(experiment_id, run_name="sweep bench",
-                               tags={"runner.sweep_id": sweep_id, "runner.sweep_role": "parent"}).info.run_id
+                               tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent"}).info.run_id
     rng = random.Random(seed)
     values = [rng.uniform(1.2, 6.0) for _ in range(n_runs)]
     best = values.index(min(values))
@@ -109,15 +118,15 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     forecaster_uri = None
     # the best job first: its logged model exists before the others are tagged with its URI
     for job in [best, *(j for j in range(n_runs) if j != best)]:
-        tags = {"mlflow.parentRunId": parent, "runner.sweep_id": sweep_id, "runner.job_num": str(job),
-                "runner.model": "mlp", "runner.data_fingerprint": "bench", "runner.protocol": "v1:bench"}
+        tags = {"mlflow.parentRunId": parent, SWEEP_ID_TAG: sweep_id, JOB_NUM_TAG: str(job), MODEL_TAG: "mlp",
+                DATA_FINGERPRINT_TAG: "bench", PROTOCOL_TAG: "v1:bench"}
         if forecaster_uri:
-            tags["runner.forecaster_uri"] = forecaster_uri
+            tags[FORECASTER_URI_TAG] = forecaster_uri
         run_id = client.create_run(experiment_id, run_name=f"mlp job={job}", tags=tags).info.run_id
         if forecaster_uri is None:
             model = MlflowClient(uri).create_logged_model(experiment_id, name="forecaster", source_run_id=run_id)
             forecaster_uri = f"models:/{model.model_id}"
-            client.set_tag(run_id, "runner.forecaster_uri", forecaster_uri)
+            client.set_tag(run_id, FORECASTER_URI_TAG, forecaster_uri)
         metrics = [Metric("val_mape", values[job], now, 0), Metric("test_mape", values[job], now, 0)]
         client.log_batch(run_id, metrics=metrics)
         client.set_terminated(run_id, "FINISHED")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.processes import PYTHON, Timed, child_env, timed
 from bench.report import Row, median, row
+from runner.tags import SWEEP_ROLE_TAG
 
 SECTION = "sweep throughput"
 MEMORY = "peak memory"
@@ -50,7 +51,7 @@ def time_split(db: Path) -> dict[str, float]:
     with sqlite3.connect(db) as connection:
         parent_start = connection.execute(
             "SELECT r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            "WHERE t.key = 'runner.sweep_role' AND t.value = 'parent'").fetchone()[0]
+            "WHERE t.key = ? AND t.value = 'parent'", (SWEEP_ROLE_TAG,)).fetchone()[0]
         jobs = connection.execute(
             "SELECT r.start_time, r.end_time, m.value FROM runs r JOIN latest_metrics m ON m.run_uuid = r.run_uuid "
             "WHERE m.key = 'train_seconds'").fetchall()
