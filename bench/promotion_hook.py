@@ -118,8 +118,8 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     forecaster_uri = None
     # the best job first: its logged model exists before the others are tagged with its URI
     for job in [best, *(j for j in range(n_runs) if j != best)]:
-        tags = {"mlflow.parentRunId": parent, SWEEP_ID_TAG: sweep_id, JOB_NUM_TAG: str(job),
-                MODEL_TAG: "mlp", DATA_FINGERPRINT_TAG: "bench", PROTOCOL_TAG: "v1:bench"}
+        tags = {"mlflow.parentRunId": parent, SWEEP_ID_TAG: sweep_id, JOB_NUM_TAG: str(job), MODEL_TAG: "mlp",
+                DATA_FINGERPRINT_TAG: "bench", PROTOCOL_TAG: "v1:bench"}
         if forecaster_uri:
             tags[FORECASTER_URI_TAG] = forecaster_uri
         run_id = client.create_run(experiment_id, run_name=f"mlp job={job}", tags=tags).info.run_id

@@ -51,7 +51,7 @@ def time_split(db: Path) -> dict[str, float]:
     with sqlite3.connect(db) as connection:
         parent_start = connection.execute(
             "SELECT r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            f"WHERE t.key = '{SWEEP_ROLE_TAG}' AND t.value = 'parent'").fetchone()[0]
+            "WHERE t.key = ? AND t.value = 'parent'", (SWEEP_ROLE_TAG,)).fetchone()[0]
         jobs = connection.execute(
             "SELECT r.start_time, r.end_time, m.value FROM runs r JOIN latest_metrics m ON m.run_uuid = r.run_uuid "
             "WHERE m.key = 'train_seconds'").fetchall()

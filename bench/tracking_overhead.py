@@ -3,7 +3,8 @@ without it, and against what a user would otherwise write (MLflow autologging pl
 `mlflow.tensorflow.log_model`, which infers pip requirements).
 
 Everything runs in one worker process (TensorFlow imported once): the same config (the default LSTM),
-the same data arrays (runner.forecast.forecaster.build_inputs), the same seed before every build, early stopping
+the same data arrays and the same network, made by the job's own steps (runner.job.prepare_data and
+runner.job.new_network, so the bench cannot drift from the job), the same seed before every build, early stopping
 out of the way (patience = epochs) so that every arm trains exactly the same epochs. Arms alternate
 (A,B then B,A) so that a busy moment of the shared machine does not always hit the same arm; the ratio
 is the median of per-round ratios.
@@ -29,52 +30,33 @@ GOAL_RATIO = 1.05
 
 # -- worker side (imports TensorFlow) ----------------------------------------------------------------
 class Setup:
-    """The default job's config, data arrays and network builder, from the runner's own functions."""
+    """The default job's config, data arrays and network, from the job's own steps (runner.job)."""
 
     def __init__(self, overrides: list[str]):
-        import pandas as pd
         from hydra import compose, initialize_config_module
-        from hydra.utils import get_method
 
         import runner.app  # noqa: F401  (registers the resolvers the shipped configs use)
+        from runner import job
         from runner.config.schema import validate
-        from runner.forecast import forecaster, series, training
+        from runner.forecast import series, training
 
         with initialize_config_module("runner.conf"):
             cfg = compose("config", overrides=overrides)
         self.validated = validate(cfg)
         self.config = c = self.validated.config
-        # A copy of the data block of runner.job._train_and_log: the job has no function that returns its
-        # arrays (keep in step with it; a `prepare_data` seam in runner.job would remove this copy).
-        self.frame = series.load_series(series.resolve_path(c.data.path))
-        values = self.frame["demand_mw"].to_numpy()
-        timestamps = pd.DatetimeIndex(self.frame["timestamp"])
-        self.prep = forecaster.Preprocessing(window=c.data.window, features=list(c.data.features),
-                                             lag_weeks=c.data.lag_weeks)
-        s = c.data.split
-        split = series.split_origins(len(values), self.prep.min_history, s.train_weeks, s.val_weeks,
-                                     s.test_weeks, c.data.train_stride)
-        self.prep.scale = forecaster.fit_scale(values, split.train)
-
-        def arrays(origins):
-            inputs, level = forecaster.build_inputs(values, timestamps, origins, self.prep)
-            return inputs, forecaster.build_targets(values, origins, level, self.prep.scale)
-
-        self.train, self.val = arrays(split.train), arrays(split.val)
+        # the data as runner.job.run_job reads it and hands it to its steps
+        self.prepared = job.prepare_data(c, series.check_data(c.data).frame.copy())
+        self.frame, self.prep = self.prepared.frame, self.prepared.prep
+        self.train, self.val = self.prepared.train, self.prepared.val
         training.configure_tensorflow(c.seed, training.thread_budget(c.trainer.threads))
-        self.builder = get_method(self.validated.builder)
 
     def network(self):
         import keras
 
-        from runner.forecast import forecaster, training
+        from runner import job
 
-        c, t = self.config, self.config.trainer
-        keras.utils.set_random_seed(c.seed)  # every arm starts from the same weights
-        network = self.builder(forecaster.input_shapes(self.prep), forecaster.HORIZON, self.validated.model_params)
-        network.compile(optimizer=training.make_optimizer(t.optimizer, c.lr, t.clipnorm, t.weight_decay),
-                        loss=training.make_loss(t.loss, self.prep.scale))
-        return network
+        keras.utils.set_random_seed(self.config.seed)  # every arm starts from the same weights
+        return job.new_network(self.validated, self.prepared)
 
     def fit(self, network, epochs: int, on_epoch_end=None):
         from runner.forecast import training

@@ -20,9 +20,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -51,6 +51,15 @@ from runner.contract import (
     VERSION_TAG,
 )
 from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
+
+if TYPE_CHECKING:  # the steps' types; TensorFlow, numpy and pandas are imported by the steps that use them
+    import numpy as np
+    import pandas as pd
+
+    from runner.forecast.forecaster import Preprocessing
+    from runner.forecast.scoring import Scores
+    from runner.forecast.series import SplitOrigins
+    from runner.forecast.training import FitResult
 
 log = logging.getLogger("runner")
 
@@ -120,8 +129,7 @@ def git_state(directory: Path) -> dict[str, str]:
                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {GIT_COMMIT_TAG: commit, "mlflow.source.git.commit": commit,
-            GIT_DIRTY_TAG: str(bool(dirty)).lower()}
+    return {GIT_COMMIT_TAG: commit, "mlflow.source.git.commit": commit, GIT_DIRTY_TAG: str(bool(dirty)).lower()}
 
 
 def _user() -> str:
@@ -319,81 +327,175 @@ def _log_traceback(tracker, output_dir: Path) -> None:
         log.debug("could not attach the traceback: %s", error)
 
 
+# -- the job's steps: each one named, what passes between them a small dataclass -----------------------
+# run_job -> _tracked -> _train_and_log, which is only this sequence. bench.tracking_overhead calls the same
+# steps (prepare_data, new_network), so what it measures is what the job runs.
 def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, tracker, frame) -> dict[str, float]:
-    import numpy as np
-    import pandas as pd
-
-    from runner.forecast import forecaster, plots, scoring, series, training
-    from runner.forecast.forecaster import Preprocessing
-
     config = validated.config
+    artifacts = log_config(cfg, ctx, tracker)
+    prepared = prepare_data(config, frame)
+    trained = train(validated, prepared, tracker, quiet=ctx.multirun or not config.trainer.verbose)
+    # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
+    val_forecast = forecast(trained.network, prepared, prepared.split.val)
+    if config.trainer.refit and trained.fit.best_epoch:
+        trained = refit(validated, prepared, trained, tracker)
+    scored = score(prepared, trained, val_forecast)
+    log_scores(tracker, trained, scored)
+    write_artifacts(tracker, artifacts, cfg.model.name, prepared, trained, scored)
+    if config.tracking.log_model:
+        log_model(tracker, trained.network, prepared, artifacts)
+    return scored.metrics
+
+
+@dataclass
+class Prepared:
+    """The data one job trains and scores on: the series, its forecast origins per part, and the
+    preprocessing, whose scale is fitted on the training weeks only."""
+
+    frame: pd.DataFrame  # timestamp, demand_mw
+    values: np.ndarray  # demand, MW
+    timestamps: pd.DatetimeIndex
+    prep: Preprocessing
+    split: SplitOrigins  # train, val and test origins
+    train: tuple[dict, np.ndarray]  # (inputs, targets) of the training origins
+    val: tuple[dict, np.ndarray]  # (inputs, targets) of the validation origins
+
+    def arrays(self, origins: np.ndarray) -> tuple[dict, np.ndarray]:
+        return origin_arrays(self.values, self.timestamps, self.prep, origins)
+
+
+def origin_arrays(values: np.ndarray, timestamps: pd.DatetimeIndex, prep: Preprocessing,
+                  origins: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(inputs, targets) for these origins, normalised as the network sees them."""
+    from runner.forecast import forecaster
+
+    inputs, level = forecaster.build_inputs(values, timestamps, origins, prep)
+    return inputs, forecaster.build_targets(values, origins, level, prep.scale)
+
+
+@dataclass
+class Trained:
+    """The run's network (refitted on weeks 1-8 when trainer.refit) and the fit early stopping chose."""
+
+    network: Any  # a compiled keras.Model
+    fit: FitResult  # history, best epoch, train_seconds (the refit's included)
+
+
+@dataclass
+class Scored:
+    """The run's scores in MW: `metrics` is what the run logs; the rest feeds the artifacts."""
+
+    metrics: dict[str, float]
+    test: Scores  # of the test weeks, mape_by_lead among them
+    test_actual: np.ndarray  # (test origins, HORIZON), MW
+    test_forecast: np.ndarray  # (test origins, HORIZON), MW
+
+
+def log_config(cfg: DictConfig, ctx: JobContext, tracker) -> Path:
+    """Log the resolved config as params; returns a fresh artifacts folder holding config.yaml and
+    overrides.yaml (the other artifacts join them, and the folder is logged at the end)."""
     resolved = redact(resolved_config(cfg))
     tracker.log_params(resolved)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     artifacts = Path(tempfile.mkdtemp(prefix="artifacts-", dir=ctx.output_dir))
     (artifacts / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (artifacts / "overrides.yaml").write_text(yaml.safe_dump(redact_overrides(ctx.overrides)))
+    return artifacts
 
-    # -- data ---------------------------------------------------------------------------------------
+
+def prepare_data(config, frame) -> Prepared:
+    """Split the series into train, val and test origins, fit the scale on the training weeks, and build
+    the training and validation arrays. `config` is a config_schema.RunConfig, `frame` the checked series."""
+    import pandas as pd
+
+    from runner.forecast import forecaster, series
+
     values = frame["demand_mw"].to_numpy()
     timestamps = pd.DatetimeIndex(frame["timestamp"])
-    prep = Preprocessing(window=config.data.window, features=list(config.data.features),
-                         lag_weeks=config.data.lag_weeks)
+    prep = forecaster.Preprocessing(window=config.data.window, features=list(config.data.features),
+                                    lag_weeks=config.data.lag_weeks)
     s = config.data.split
     split = series.split_origins(len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks,
                                  config.data.train_stride)
     prep.scale = forecaster.fit_scale(values, split.train)  # training weeks only
+    return Prepared(frame, values, timestamps, prep, split,
+                    train=origin_arrays(values, timestamps, prep, split.train),
+                    val=origin_arrays(values, timestamps, prep, split.val))
 
-    def arrays(origins):
-        inputs, level = forecaster.build_inputs(values, timestamps, origins, prep)
-        return inputs, forecaster.build_targets(values, origins, level, prep.scale)
 
-    train, val = arrays(split.train), arrays(split.val)
-
-    # -- network ------------------------------------------------------------------------------------
-    training.configure_tensorflow(config.seed, training.thread_budget(config.trainer.threads))
+def new_network(validated: Validated, prepared: Prepared):
+    """The config's network, built for these inputs and compiled (optimizer, loss). Seeds are set before,
+    by training.configure_tensorflow."""
     from hydra.utils import get_method
 
+    from runner.forecast import forecaster, training
+
+    config, t = validated.config, validated.config.trainer
     build = get_method(validated.builder)
-    t = config.trainer
+    with interrupts.native():
+        network = build(forecaster.input_shapes(prepared.prep), forecaster.HORIZON, validated.model_params)
+        network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
+                        loss=training.make_loss(t.loss, prepared.prep.scale))
+    return network
 
-    def new_network():
-        with interrupts.native():
-            network = build(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
-            network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
-                            loss=training.make_loss(t.loss, prep.scale))
-        return network
 
-    network = new_network()
+def train(validated: Validated, prepared: Prepared, tracker, *, quiet: bool) -> Trained:
+    """Seed TensorFlow, build the network and fit it on the training weeks with early stopping on the
+    validation week; every epoch's metrics go to the run in one call. `quiet`: epoch lines at debug level."""
+    from runner.forecast import training
+
+    config, t = validated.config, validated.config.trainer
+    training.configure_tensorflow(config.seed, training.thread_budget(t.threads))
+    network = new_network(validated, prepared)
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
         tracker.log_metrics(logs, step=epoch)  # one batched call per epoch
         line = f"epoch {epoch:>3}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-        if ctx.multirun or not t.verbose:
+        if quiet:
             log.debug(line)
         else:
             log.info(line)
 
-    fit = training.fit(network, train, val, epochs=config.epochs, batch_size=config.batch_size,
+    fit = training.fit(network, prepared.train, prepared.val, epochs=config.epochs, batch_size=config.batch_size,
                        patience=t.patience, min_delta=t.min_delta, on_epoch_end=on_epoch_end)
+    return Trained(network, fit)
 
-    # -- scores, always in MW -----------------------------------------------------------------------
-    # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
+
+def refit(validated: Validated, prepared: Prepared, trained: Trained, tracker) -> Trained:
+    """Retrain from scratch on weeks 1-8 for the epochs early stopping chose: the validation week is the
+    closest to what is forecast. The test weeks are still unseen; the run's forecaster is this network.
+    Its epochs are logged as refit_<metric>; its seconds are added to train_seconds."""
+    import numpy as np
+
+    from runner.forecast import training
+
+    config = validated.config
+    training.configure_tensorflow(config.seed, training.thread_budget(config.trainer.threads))
+    network = new_network(validated, prepared)
+    both = np.concatenate([prepared.split.train, prepared.split.val])
+    seconds = training.refit(network, prepared.arrays(both), epochs=trained.fit.best_epoch,
+                             batch_size=config.batch_size,
+                             on_epoch_end=lambda epoch, logs: tracker.log_metrics(
+                                 {f"refit_{k}": v for k, v in logs.items()}, step=epoch))
+    return Trained(network, replace(trained.fit, train_seconds=trained.fit.train_seconds + seconds))
+
+
+def forecast(network, prepared: Prepared, origins: np.ndarray) -> np.ndarray:
+    """The network's forecasts in MW for these origins (runs TensorFlow)."""
+    from runner.forecast import forecaster
+
     with interrupts.native():
-        val_forecast = forecaster.forecast_origins(network, prep, frame, split.val)
+        return forecaster.forecast_origins(network, prepared.prep, prepared.frame, origins)
+
+
+def score(prepared: Prepared, trained: Trained, val_forecast: np.ndarray) -> Scored:
+    """Score the validation forecast and the run's network on the test weeks, always in MW, against the
+    actual demand and the weekly naive; every score finite, or this raises (nothing is logged)."""
+    from runner.forecast import scoring
+
+    values, split, fit = prepared.values, prepared.split, trained.fit
     val_scores = scoring.score(val_forecast, scoring.actuals(values, split.val))
-    if t.refit and fit.best_epoch:
-        # Retrain from scratch on weeks 1-8 for the chosen number of epochs: the validation week is the
-        # closest to what is forecast. The test weeks are still unseen; the run's forecaster is this one.
-        training.configure_tensorflow(config.seed, training.thread_budget(t.threads))
-        network = new_network()
-        both = np.concatenate([split.train, split.val])
-        refit = training.refit(network, arrays(both), epochs=fit.best_epoch, batch_size=config.batch_size,
-                               on_epoch_end=lambda epoch, logs: tracker.log_metrics(
-                                   {f"refit_{k}": v for k, v in logs.items()}, step=epoch))
-        fit.train_seconds += refit
-    with interrupts.native():
-        test_forecast = forecaster.forecast_origins(network, prep, frame, split.test)
+    test_forecast = forecast(trained.network, prepared, split.test)
     test_actual = scoring.actuals(values, split.test)
     test_scores = scoring.score(test_forecast, test_actual)
     naive = scoring.score(scoring.seasonal_naive(values, split.test), test_actual)
@@ -407,26 +509,41 @@ def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, track
         "train_seconds": fit.train_seconds,
     }
     check_finite(metrics, test_scores.mape_by_lead, [val_forecast, test_forecast], trained=fit.epochs_run > 0)
-    if not fit.epochs_run:  # nothing to train: record the starting point at step 0
-        tracker.log_metrics({"val_loss": fit.best_val_loss}, step=0)
-    tracker.log_metrics(metrics)
-    tracker.log_metric_steps("test_mape_by_lead", test_scores.mape_by_lead, first_step=1)
+    return Scored(metrics, test_scores, test_actual, test_forecast)
 
-    # -- artifacts ----------------------------------------------------------------------------------
+
+def log_scores(tracker, trained: Trained, scored: Scored) -> None:
+    """The run's metrics in one call, then the test MAPE at each lead time as steps 1..48."""
+    if not trained.fit.epochs_run:  # nothing to train: record the starting point at step 0
+        tracker.log_metrics({"val_loss": trained.fit.best_val_loss}, step=0)
+    tracker.log_metrics(scored.metrics)
+    tracker.log_metric_steps("test_mape_by_lead", scored.test.mape_by_lead, first_step=1)
+
+
+def write_artifacts(tracker, artifacts: Path, model_name: str, prepared: Prepared, trained: Trained,
+                    scored: Scored) -> None:
+    """Plots, the network's summary and the test MAPE by lead into `artifacts`, then the folder to the run."""
+    import numpy as np
+
+    from runner.forecast import plots
+
+    fit, split = trained.fit, prepared.split
     plots.learning_curve(fit.history, fit.best_epoch, artifacts / "learning_curve.png")
     lead = 1
-    plots.forecast_vs_actual(timestamps[split.test + lead], test_actual[:, lead - 1], test_forecast[:, lead - 1],
-                             lead, artifacts / "forecast_test.png",
-                             f"{cfg.model.name}: test weeks, MAPE {test_scores.mape:.2f}% (mean over 48 leads)")
+    plots.forecast_vs_actual(prepared.timestamps[split.test + lead], scored.test_actual[:, lead - 1],
+                             scored.test_forecast[:, lead - 1], lead, artifacts / "forecast_test.png",
+                             f"{model_name}: test weeks, MAPE {scored.test.mape:.2f}% (mean over 48 leads)")
     lines: list[str] = []
-    network.summary(print_fn=lambda text, **_: lines.append(text))
+    trained.network.summary(print_fn=lambda text, **_: lines.append(text))
     (artifacts / "model_summary.txt").write_text("\n".join(lines) + "\n")
-    np.savetxt(artifacts / "test_mape_by_lead.csv", np.column_stack([np.arange(1, 49), test_scores.mape_by_lead]),
+    np.savetxt(artifacts / "test_mape_by_lead.csv", np.column_stack([np.arange(1, 49), scored.test.mape_by_lead]),
                delimiter=",", header="lead,mape", comments="", fmt=["%d", "%.5f"])
     tracker.log_artifacts(artifacts)
-    if config.tracking.log_model:
-        from runner.forecast.model_logging import log_forecaster
 
-        with interrupts.native():  # saves and runs the network
-            log_forecaster(tracker, network, prep, frame, artifacts)
-    return metrics
+
+def log_model(tracker, network, prepared: Prepared, artifacts: Path) -> None:
+    """The forecaster (pyfunc: preprocessing + network) and the Keras network, logged to the run."""
+    from runner.forecast.model_logging import log_forecaster
+
+    with interrupts.native():  # saves and runs the network
+        log_forecaster(tracker, network, prepared.prep, prepared.frame, artifacts)
