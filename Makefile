@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install lock run test lint bench server ui
+.PHONY: install lock run test test-fast lint format bench server ui
 install: $(STAMP)
 
 # Re-resolve every dependency from pyproject.toml's bounds in a throw-away venv and write the exact
@@ -39,8 +39,18 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "pytest: no tests collected"; \
 		[ $$code -eq 5 ] || exit $$code; }
 
+# The development loop: the tests not marked slow (no training beyond a few seconds), about 3 minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+LINTED := runner models tests bench scripts/mlflow-server
 lint: $(STAMP)
-	$(BIN)/ruff check runner models tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -237,3 +237,22 @@ def test_the_package_has_no_import_cycle_between_its_modules():
     for module in sorted(edges):
         visit(module)
     assert cycles == []
+
+
+def test_dependencies_point_from_the_commands_to_the_sides_never_back():
+    """forecast, tracking and config import nothing from registry, sweep or job (README, "Layout"); the
+    scoring command (forecast/evaluate.py) is the one reader of the registry on the forecasting side. Imports
+    inside functions count too: they are still dependencies."""
+    lower = [p for sub in ("forecast", "tracking", "config") for p in (REPO / "runner" / sub).glob("*.py")
+             if p.name != "evaluate.py"]
+    assert len(lower) >= 12
+    upward = []
+    for path in lower:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            upward += [f"{path.relative_to(REPO)}: {name}" for name in names
+                       if name.startswith(("runner.registry", "runner.sweep", "runner.job", "runner.app"))]
+    assert upward == []
+    forecaster = ast.parse((REPO / "runner" / "forecast" / "forecaster.py").read_text())
+    assert not [n for n in ast.walk(forecaster) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("runner")]
