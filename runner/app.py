@@ -99,9 +99,11 @@ def task(cfg: DictConfig) -> float:
         raise SystemExit(fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
+        how = (f"reused run {result.reused_from[:8]} (not trained)" if result.reused_from
+               else f"{result.seconds:5.1f}s  run {result.run_id[:8]}")
         log.info(
             f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {format_metric(metric, result.objective)}  "
-            f"test_mape {result.metrics['test_mape']:.3f}%  {result.seconds:5.1f}s  run {result.run_id[:8]}"
+            f"test_mape {result.metrics['test_mape']:.3f}%  {how}"
         )
     else:
         print_run_summary(result, metric)

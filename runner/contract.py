@@ -24,6 +24,9 @@ FORECASTER_URI_TAG = "runner.forecaster_uri"  # the logged forecaster (models:/m
 FAILURE_REASON_TAG = "runner.failure_reason"  # a short reason on a run that did not finish (time limit, ...)
 REPRODUCES_TAG = "runner.reproduces"  # on a run made by `runner-registry reproduce`: the run it repeats
 CLOSED_REASON_TAG = "runner.closed_reason"  # set by `stale-runs --close`
+JOB_IDENTITY_TAG = "runner.job_identity"  # what determines the result: config (less reuse.ignore), data, code
+CODE_VERSION_TAG = "runner.code_version"  # hash of the package's .py/.yaml files (runner.reuse.code_version)
+REUSED_FROM_TAG = "runner.reused_from"  # on a sweep's reuse record: the finished run it stands for
 
 # -- tags of sweeps -----------------------------------------------------------------------------------
 SWEEP_ID_TAG = "runner.sweep_id"  # every run of a sweep, the parent included

@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import __version__, interrupts
+from runner import __version__, interrupts, reuse
 from runner.config.params import is_secret_key, redact, redact_uri
 from runner.config.schema import Validated
 from runner.contract import (
+    CODE_VERSION_TAG,
     DATA_FILE_TAG,
     DATA_FINGERPRINT_TAG,
     FAILURE_REASON_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     HOST_TAG,
+    JOB_IDENTITY_TAG,
     JOB_NUM_TAG,
     MODEL_TAG,
     OVERRIDES_TAG,
@@ -50,6 +52,7 @@ from runner.contract import (
     SWEEP_ROLE_TAG,
     VERSION_TAG,
 )
+from runner.errors import RunnerError
 from runner.interrupts import Terminated  # noqa: F401  (runner.job.Terminated: SIGTERM as KeyboardInterrupt)
 
 if TYPE_CHECKING:  # the steps' types; TensorFlow, numpy and pandas are imported by the steps that use them
@@ -150,6 +153,7 @@ class JobResult:
     seconds: float
     tracking_uri: str
     ui_command: str
+    reused_from: str | None = None  # the finished run this job reused instead of training (runner.reuse)
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -192,10 +196,17 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     if ctx.job_num is not None:
         tags[JOB_NUM_TAG] = str(ctx.job_num)
     name = run_name(cfg.model.name, ctx.overrides)
+    identity = reuse.job_identity(resolved_config(cfg), config.reuse.ignore, data.fingerprint, protocol_tag(config))
+    tags[JOB_IDENTITY_TAG] = identity
+    tags[CODE_VERSION_TAG] = reuse.code_version()
 
     tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
                                 heartbeat_seconds=config.tracking.heartbeat_seconds)
     parent_run_id = sweep_parent_run_id(tracker, ctx.sweep_id) if ctx.sweep_id else None
+    if ctx.sweep_id and config.reuse.enabled:
+        reused = _reuse_finished_run(tracker, config, ctx, name, tags, parent_run_id, identity, store, started)
+        if reused is not None:
+            return reused
     # SIGINT/SIGTERM end the run KILLED and never cut a write (runner.interrupts); `main()` installs the
     # handlers for the whole command, a sweep's worker keeps them, a library caller gets its own back
     installed_here = interrupts.install() and not interrupts.STATE.worker
@@ -204,6 +215,39 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     finally:
         if installed_here:
             interrupts.uninstall()
+
+
+def _reuse_finished_run(tracker, config, ctx, name, tags, parent_run_id, identity, store, started) -> JobResult | None:
+    """A finished run of the experiment with this job's identity, recorded as this sweep's job (runner.reuse);
+    None when the job must train. A run with the identity still RUNNING elsewhere stops the sweep: it may
+    still be training; one whose heartbeat is stale is closed first, as `stale-runs --close` would."""
+    found = reuse.lookup(tracker.client, tracker.experiment_id, identity, needs_forecaster=config.tracking.log_model)
+    if found.stale:
+        closed = reuse.close_stale(tracker.client, found.stale, actor=f"sweep {ctx.sweep_id}")
+        if closed:
+            log.info(f"#{ctx.job_num} {name}: closed {len(closed)} stale run(s) of this job as FAILED "
+                     f"({', '.join(r[:8] for r in closed)}); it trains again")
+    running = [r for r in found.running if r.data.tags.get(SWEEP_ID_TAG) != ctx.sweep_id]
+    if running:
+        other = running[0]
+        raise RunnerError(
+            f"job {ctx.job_num} ({name}): run {other.info.run_id} with the same identity is RUNNING with a fresh "
+            f"heartbeat (sweep {other.data.tags.get(SWEEP_ID_TAG, '-')}), so it may still be training elsewhere; "
+            f"wait for it or stop it, or run with reuse.enabled=false")
+    if found.reusable is None:
+        return None
+    original = found.reusable
+    state = interrupts.STATE
+    state.closing = True  # the record is created and ended whole (see _tracked)
+    try:
+        record = reuse.record_reuse(tracker, original, name, tags, parent_run_id)
+    finally:
+        state.closing = False
+    interrupts.raise_pending()
+    metrics = dict(original.data.metrics)
+    objective = metrics.get(config.registry.metric, math.nan)
+    return JobResult(record, name, objective, metrics, time.perf_counter() - started, store.tracking_uri,
+                     store.ui_command(), reused_from=original.info.run_id)
 
 
 def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started):
@@ -260,7 +304,6 @@ def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseExc
     """The store refused the run's final status (read-only, deleted, full): never claim it ended FAILED.
     An interrupt on its way out goes on (exit 130/143) after a note; anything else becomes this error."""
     from runner.contract import STALE_RUNS_COMMAND
-    from runner.errors import RunnerError
 
     first = (str(error).strip().splitlines() or [""])[0]
     message = (f"could not record the end of run {run_id} ({status}): {type(error).__name__}: {redact_uri(first)}; "

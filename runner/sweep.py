@@ -44,6 +44,7 @@ from runner.contract import (
 )
 from runner.errors import RunnerError
 from runner.job import SWEEP_ID_ENV, redact_overrides
+from runner.registry.units import format_metric
 
 log = logging.getLogger("runner")
 
@@ -81,6 +82,8 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _ACTIVE
         try:
+            if OmegaConf.select(config, "reuse.preview", default=False):
+                raise SystemExit(preview_sweep(config))
             self.state = state = start_sweep(config)
             # a signal to this process (alone or with its group) first stops the workers
             interrupts.STATE.before_raise = lambda signum: stop_workers(state)
@@ -118,14 +121,22 @@ class SweepTracking(Callback):
         # otherwise the job's error or the interrupt goes on to runner.app.main, which reports it
 
 
-def _validate_every_job(config: DictConfig) -> None:
-    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37); an
-    error names the job's overrides, also when every job shares the bad value."""
+@dataclass
+class PlannedJob:
+    """A job of a grid sweep, known before the sweep starts."""
+
+    num: int
+    overrides: list[str]
+    cfg: DictConfig
+    validated: Any  # runner.config.schema.Validated
+
+
+def grid_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of each job of a grid sweep (Hydra's basic sweeper), in Hydra's order; None for a
+    sweeper that chooses values as it goes (Optuna)."""
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
-        validate(config)
-        return  # other sweepers sample values as they go; each job validates its own
-    from hydra import compose
+        return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -133,16 +144,106 @@ def _validate_every_job(config: DictConfig) -> None:
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     task += [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(task)
-    batches = BasicSweeper.split_arguments(parsed, None)
-    combos = [combo for batch in batches for combo in batch][:MAX_VALIDATED_COMBINATIONS]
-    if len(combos) <= 1:
+    return [list(combo) for batch in BasicSweeper.split_arguments(parsed, None) for combo in batch]
+
+
+def _validate_every_job(config: DictConfig) -> list[PlannedJob]:
+    """Check each job of a grid before the first one starts (a bad value fails now, not at job 37); an
+    error names the job's overrides, also when every job shares the bad value. Returns the checked jobs
+    (none for other sweepers, which sample values as they go: each job validates its own)."""
+    combos = grid_jobs(config)
+    if combos is None or len(combos) <= 1:
         validate(config)
-        return
-    for combo in combos:
+        if combos is None:
+            return []
+    from hydra import compose
+
+    planned = []
+    for num, combo in enumerate(combos[:MAX_VALIDATED_COMBINATIONS]):
+        cfg = compose(config_name="config", overrides=combo) if len(combos) > 1 else config
         try:
-            validate(compose(config_name="config", overrides=list(combo)))
+            planned.append(PlannedJob(num, combo, cfg, validate(cfg)))
         except ConfigError as error:
             raise ConfigError(f"{error} (in the job {' '.join(combo)})") from None
+    return planned
+
+
+def reuse_plan(config: DictConfig, jobs: list[PlannedJob]) -> list[tuple[PlannedJob, Any]]:
+    """Each planned job with what the store holds for its identity (runner.reuse.Lookup), from one search
+    per job; an embedded store that does not exist yet is not created (nothing to reuse)."""
+    from mlflow.tracking import MlflowClient
+
+    from runner import reuse
+    from runner.forecast import series
+    from runner.job import protocol_tag, resolved_config
+    from runner.tracking import resolve_store, sqlite_path
+
+    if not jobs:
+        return []
+    c = jobs[0].validated.config
+    store = resolve_store(c.tracking.uri, f"{config.hydra.runtime.cwd}/{c.tracking.store_dir}")
+    database = sqlite_path(store.tracking_uri)
+    experiment = None
+    if database is None or database.is_file():
+        client = MlflowClient(tracking_uri=store.tracking_uri)
+        experiment = client.get_experiment_by_name(c.experiment_name)
+    plan = []
+    for job in jobs:
+        jc = job.validated.config
+        if experiment is None or not jc.reuse.enabled:
+            plan.append((job, reuse.Lookup()))
+            continue
+        data = series.check_data(jc.data)
+        identity = reuse.job_identity(resolved_config(job.cfg), jc.reuse.ignore, data.fingerprint, protocol_tag(jc))
+        plan.append((job, reuse.lookup(client, experiment.experiment_id, identity,
+                                        needs_forecaster=jc.tracking.log_model)))
+    return plan
+
+
+def check_nothing_running(config: DictConfig, jobs: list[PlannedJob]) -> None:
+    """A grid job whose identity has a RUNNING run with a fresh heartbeat stops the sweep before it
+    starts: that run may still be training somewhere (another machine, another terminal)."""
+    for job, found in reuse_plan(config, jobs):
+        if found.running:
+            other = found.running[0]
+            raise RunnerError(
+                f"job {job.num} ({' '.join(job.overrides)}): run {other.info.run_id} with the same identity is "
+                f"RUNNING with a fresh heartbeat (sweep {other.data.tags.get(SWEEP_ID_TAG, '-')}), so it may "
+                f"still be training elsewhere; wait for it or stop it, or run with reuse.enabled=false")
+
+
+def preview_sweep(config: DictConfig) -> int:
+    """reuse.preview=true: one line per job saying whether it would train or reuse a run; nothing runs and
+    no run is created. Returns the exit code (0)."""
+    from runner.job import run_name
+
+    check_trust_not_configured(config.hydra.job.env_set)
+    jobs = _validate_every_job(config)
+    if not jobs:
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
+        log.info(f"preview: {sweeper} chooses each job's values as it runs, so its jobs cannot be listed "
+                 f"ahead; a job whose config matches a finished run reuses it when it runs. Nothing was run.")
+        return 0
+    counts = {"train": 0, "reuse": 0}
+    for job, found in reuse_plan(config, jobs):
+        shown = [o for o in redact_overrides(job.overrides) if not o.startswith("reuse.")]
+        name = run_name(job.cfg.model.name, shown)
+        if found.reusable is not None:
+            counts["reuse"] += 1
+            metric = job.validated.config.registry.metric
+            value = found.reusable.data.metrics.get(metric)
+            what = f"reuse run {found.reusable.info.run_id[:8]} ({metric} {format_metric(metric, value)})"
+        else:
+            counts["train"] += 1
+            what = "train"
+            if found.running:
+                what = f"refused: run {found.running[0].info.run_id[:8]} with this identity is RUNNING"
+            elif found.stale:
+                what = f"train (stale run {found.stale[0].info.run_id[:8]} closed first)"
+        log.info(f"#{job.num:<3} {name:<50} {what}")
+    log.info(f"preview: {len(jobs)} jobs, {counts['train']} would train, {counts['reuse']} would be reused; "
+             f"nothing was run (reuse.preview=true)")
+    return 0
 
 
 def _gentle_loky_kill() -> None:
@@ -313,8 +414,10 @@ def start_sweep(config: DictConfig) -> SweepState:
 
     check_trust_not_configured(config.hydra.job.env_set)
     _check_launcher(config)
-    _validate_every_job(config)
+    jobs = _validate_every_job(config)
     validated = validate(config)
+    if validated.config.reuse.enabled:
+        check_nothing_running(config, jobs)
     if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
         import optuna
 
@@ -421,14 +524,15 @@ def log_sweep_outcome(client, parent_run_id: str, report: dict[str, Any]) -> Non
     """The sweep's outcome on its parent run, so sweeps compare side by side in the MLflow runs table:
     metrics `best_<policy metric>` (the best ranked job's value; absent when none ranked), `jobs`,
     `jobs_finished`, `jobs_failed` (did not finish), `jobs_rejected` (finished, refused by a gate or rule),
-    `jobs_ranked`; tags `runner.decision` (promoted, registered, kept, no_winner, refused, ...),
+    `jobs_ranked`, `jobs_reused` (finished runs reused, not trained: runner.reuse); tags `runner.decision`
+    (promoted, registered, kept, no_winner, refused, ...),
     `runner.registered_version` and `runner.champion_version` (`-` for none)."""
     from mlflow.entities import Metric, RunTag
 
     counts, decision = report["counts"], report["decision"]
     values = {"jobs": counts["runs"], "jobs_finished": counts["finished"], "jobs_failed": counts["failed"],
               "jobs_rejected": counts.get("rejected", counts["finished"] - counts["passing"]),
-              "jobs_ranked": counts["passing"]}
+              "jobs_ranked": counts["passing"], "jobs_reused": counts.get("reused", 0)}
     if report.get("best_value") is not None:
         values[f"best_{report['policy']['metric']}"] = report["best_value"]
     now = int(time.time() * 1000)

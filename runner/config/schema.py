@@ -156,6 +156,20 @@ class TrackingConfig:
             _fail("tracking.heartbeat_seconds", f"must be > 0; got {self.heartbeat_seconds}")
 
 
+@dataclass
+class ReuseConfig:
+    """reuse: a sweep's job whose identity matches a finished run of the experiment reuses it (runner.reuse)."""
+
+    enabled: bool = True
+    preview: bool = False  # list what would train and what would be reused; run nothing
+    ignore: list[str] = field(default_factory=list)  # keys that do not change a result (conf/config.yaml)
+
+    def __post_init__(self):
+        for i, key in enumerate(self.ignore):
+            if not str(key).strip() or str(key) != str(key).strip(". "):
+                _fail(f"reuse.ignore.{i}", f"must be a dotted config key such as trainer.threads; got {key!r}")
+
+
 def alias_problem(alias: str) -> str | None:
     """Why MLflow (or the runner's registry command line) would refuse `alias`; None when it is fine."""
     if alias == "":
@@ -311,6 +325,7 @@ class RunnerConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: Policy = field(default_factory=Policy)
+    reuse: ReuseConfig = field(default_factory=ReuseConfig)
 
     def __post_init__(self):
         if not self.experiment_name.strip():
@@ -441,6 +456,20 @@ def check_trusted_builder(target: str, module_name: str) -> None:
                             f"and modules under the prefixes in {TRUSTED_MODULES_ENV} ({trusted})")
 
 
+def _check_reuse_ignore(ignore: list[str], plain: dict) -> None:
+    """Each key of reuse.ignore names a key (or a group of keys) of this config: a typo would silently
+    count a key the user meant to leave out."""
+    for i, key in enumerate(ignore):
+        node: Any = plain
+        for part in str(key).split("."):
+            if isinstance(node, DictConfig | dict) and part in node:
+                node = node[part]
+            elif isinstance(node, ListConfig | list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                _fail(f"reuse.ignore.{i}", f"{key!r} is not a key of the config (see python -m runner --cfg job)")
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Validate a composed job config (the `hydra` node is ignored). Raises ConfigError."""
     plain = {key: cfg[key] for key in cfg if key != "hydra"}
@@ -467,6 +496,7 @@ def validate(cfg: DictConfig) -> Validated:
         _fail("data.features", "model=seasonal needs 'recent' and 'lags'")
     if name == "seasonal" and config.data.window < 48:
         _fail("data.window", f"model=seasonal needs at least 48 (one day); got {config.data.window}")
+    _check_reuse_ignore(config.reuse.ignore, plain)
     # Last, once every key is known good: the data file itself, read once (the job reuses the parse).
     # Imports pandas, never TensorFlow or MLflow.
     from runner.forecast import series

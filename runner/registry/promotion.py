@@ -38,6 +38,7 @@ from runner.contract import (
     POLICY_METRIC_TAG,
     POLICY_TAG,
     PROTOCOL_TAG,
+    REUSED_FROM_TAG,
     RUN_ID_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE_TAG,
@@ -77,6 +78,16 @@ class Candidate:
     rejected: list[str] = field(default_factory=list)  # why it cannot be registered
     error: str | None = None  # a run that did not finish: its one-line error, when known
 
+    @property
+    def reused_from(self) -> str | None:
+        """The finished run this job reused (runner.reuse), when it is a reuse record."""
+        return self.tags.get(REUSED_FROM_TAG)
+
+    @property
+    def source_run_id(self) -> str:
+        """The run that trained the model: the one a registered version belongs to."""
+        return self.reused_from or self.run_id
+
     @classmethod
     def from_run(cls, run, policy: Policy) -> Candidate:
         metrics = dict(run.data.metrics)
@@ -103,7 +114,7 @@ class Candidate:
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_name": self.run_name, "job": self.job_num, "status": self.status,
                 "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected,
-                "error": self.error}
+                "error": self.error, "reused_from": self.reused_from}
 
 
 @dataclass
@@ -368,7 +379,7 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
 def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | None:
     """The version this policy registered for the winner's run before, if any."""
     for version in _versions(registry, policy.model_name):
-        if version["run_id"] == winner.run_id and version["tags"].get(POLICY_METRIC_TAG) == policy.metric:
+        if version["run_id"] == winner.source_run_id and version["tags"].get(POLICY_METRIC_TAG) == policy.metric:
             return version
     return None
 
@@ -376,7 +387,7 @@ def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | Non
 def _register(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
               reason: str, changes=None) -> dict:
     tags = {
-        RUN_ID_TAG: winner.run_id,
+        RUN_ID_TAG: winner.source_run_id,
         POLICY_TAG: policy_name,
         POLICY_METRIC_TAG: policy.metric,
         METRIC_VALUE_TAG: f"{winner.value:.6g}",
@@ -425,7 +436,8 @@ def build_report(policy: Policy, policy_name: str, decision: Decision, candidate
         "parent_run_id": parent_run_id,
         "policy": {"name": policy_name, **asdict(policy)},
         "counts": {"runs": len(candidates), "finished": sum(c.status == "FINISHED" for c in candidates),
-                   "failed": len(failures), "passing": len(ranked), "rejected": len(rejected)},
+                   "failed": len(failures), "passing": len(ranked), "rejected": len(rejected),
+                   "reused": sum(c.reused_from is not None for c in candidates)},
         "best_value": best,
         "top": [c.summary() for c in ranked[:REPORT_TOP]],
         "rejected": rejected,
@@ -446,6 +458,11 @@ def _cut(ranked: list, others: list) -> tuple[list, list]:
 
 
 def _outcome(row: dict[str, Any], decision: dict[str, Any]) -> str:
+    reused = f" (reused run {row['reused_from'][:8]})" if row.get("reused_from") else ""
+    return _plain_outcome(row, decision) + reused
+
+
+def _plain_outcome(row: dict[str, Any], decision: dict[str, Any]) -> str:
     if row["outcome"] == "ranked":
         if row["run_id"] == decision.get("winner_run_id") and decision.get("version"):
             return f"winner: {decision['action']} v{decision['version']}"
@@ -486,9 +503,10 @@ def format_report(report: dict[str, Any]) -> str:
         parts = ", ".join(f"{n} {kind}" for kind, n in more.items() if n)
         lines.append(f"... {sum(more.values())} more ({parts}): every job is in promotion/decision.json")
     counts = report["counts"]
+    reused = f", {counts['reused']} of them reused" if counts.get("reused") else ""
     lines.append(f"jobs: {counts['runs']} ({counts['passing']} ranked, "
                  f"{counts.get('rejected', counts['finished'] - counts['passing'])} rejected, "
-                 f"{counts['failed']} did not finish)")
+                 f"{counts['failed']} did not finish{reused})")
     version = f" version {d['version']}" if d["version"] else ""
     moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
     lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")

@@ -1,0 +1,186 @@
+"""A sweep's job whose result the store already holds is not trained again.
+
+A job's identity is a fingerprint of what determines its result: the resolved config without the keys
+listed in `reuse.ignore` (where runs go, TensorFlow threads, the promotion policy, ...; conf/config.yaml),
+the data's fingerprint, the evaluation protocol and the code version. Every run carries it as the tag
+`runner.job_identity`. In a sweep, a job whose identity matches a FINISHED run of the same experiment
+reuses that run: nothing is trained, and the sweep gets a child run that records the reuse (a "reuse
+record": the original's params and final metrics, its forecaster URI, and the tag `runner.reused_from`
+naming it), so the parent shows every job in the UI and the promotion hook ranks it like any other.
+Registering a reused winner registers the original run's forecaster, once (runner.registry.promotion).
+
+The code version is a hash of the package's own .py and .yaml files (runner/, its configs and model
+builders), by content: a git commit is not always there (an installed package has none), and a dirty
+tree counts by what its files hold, so an edit to the package means a new identity, and an edit elsewhere
+(README, tests) or a commit that changes nothing in the package does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from runner.contract import (
+    FORECASTER_URI_TAG,
+    HEARTBEAT_SECONDS_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    JOB_IDENTITY_TAG,
+    JOB_NUM_TAG,
+    PID_TAG,
+    REUSED_FROM_TAG,
+    SWEEP_ID_TAG,
+)
+
+log = logging.getLogger("runner")
+
+IDENTITY_VERSION = 1  # bump when what goes into an identity changes: older runs are then never reused
+ALWAYS_IGNORED = ("reuse",)  # the reuse settings themselves
+# Tags of the original that a reuse record does not copy: MLflow's own, and those that describe the
+# original's place and process (the record gets its sweep's own).
+NOT_COPIED = ("mlflow.", HEARTBEAT_TAG, HEARTBEAT_SECONDS_TAG, SWEEP_ID_TAG, JOB_NUM_TAG, HOST_TAG, PID_TAG)
+SEARCH_LIMIT = 50  # runs with one identity looked at (newest first): reuse records and reruns pile up
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": [1, 2]}}` -> `{"a.b.0": 1, "a.b.1": 2}` (empty containers kept as themselves)."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list | tuple) and value:
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def is_ignored(key: str, ignore: Iterable[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in (*ignore, *ALWAYS_IGNORED))
+
+
+def counted_config(resolved: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
+    """The flattened config keys that count in the identity (secrets are redacted first: a password
+    changes nothing a job computes)."""
+    from runner.config.params import redact
+
+    ignore = tuple(ignore)
+    return {k: v for k, v in sorted(flatten(redact(dict(resolved))).items()) if not is_ignored(k, ignore)}
+
+
+def package_files() -> dict[str, Path]:
+    """The package's own .py and .yaml files by a name that is the same in every kind of install
+    (`runner/job.py`, `conf/config.yaml`, `models/lstm.py`): runner/, its configs (runner.conf) and its
+    model builders (runner.models), wherever they are installed."""
+    import runner
+    import runner.conf
+    import runner.models
+
+    # the configs and builders first: in a wheel they lie inside runner/, in a checkout beside it
+    roots = [(Path(runner.conf.__file__).resolve().parent, "conf"),
+             (Path(runner.models.__file__).resolve().parent, "models"),
+             (Path(runner.__file__).resolve().parent, "runner")]
+    files: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for root, label in roots:
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts and path not in seen:
+                seen.add(path)
+                files[f"{label}/{path.relative_to(root).as_posix()}"] = path
+    return dict(sorted(files.items()))
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 (first 16 hex digits) of the package files' names and contents, computed once per process."""
+    digest = hashlib.sha256()
+    for name, path in package_files().items():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def job_identity(resolved: Mapping[str, Any], ignore: Iterable[str], data_fingerprint: str, protocol: str,
+                 code: str | None = None) -> str:
+    payload = {"v": IDENTITY_VERSION, "config": counted_config(resolved, ignore), "data": data_fingerprint,
+               "protocol": protocol, "code": code or code_version()}
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# -- the store ------------------------------------------------------------------------------------------
+@dataclass
+class Lookup:
+    """What the experiment holds for one identity."""
+
+    reusable: Any | None = None  # an mlflow Run (an original, never a reuse record)
+    running: list = field(default_factory=list)  # RUNNING runs with a fresh heartbeat
+    stale: list = field(default_factory=list)  # RUNNING runs whose process is gone (stale-runs would close)
+
+
+def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) -> Lookup:
+    from runner.registry.stale_runs import DEFAULT_OLDER_THAN, is_stale
+
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{JOB_IDENTITY_TAG}` = '{identity}'",
+                              max_results=SEARCH_LIMIT, order_by=["attributes.start_time DESC"])
+    found = Lookup()
+    originals: dict[str, Any] = {}
+    for run in runs:
+        status = run.info.status
+        if status == "RUNNING":
+            (found.stale if is_stale(run, DEFAULT_OLDER_THAN) else found.running).append(run)
+        elif status == "FINISHED" and found.reusable is None:
+            source = run.data.tags.get(REUSED_FROM_TAG)
+            if source is None:
+                candidate = run
+            else:  # a reuse record: the run it stands for
+                candidate = originals.get(source) or _get(client, source)
+                originals[source] = candidate
+            if candidate is not None and candidate.info.status == "FINISHED" and (
+                    not needs_forecaster or FORECASTER_URI_TAG in candidate.data.tags):
+                found.reusable = candidate
+    return found
+
+
+def _get(client, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except Exception:  # deleted since: nothing to reuse
+        return None
+
+
+def close_stale(client, runs: list, actor: str) -> list[str]:
+    """Close RUNNING runs whose heartbeat is stale, exactly as `runner-registry stale-runs --close` would;
+    returns their ids."""
+    from runner.registry.stale_runs import StaleRun, _last_beat, close_stale_runs
+
+    now = time.time()
+    found = [StaleRun(r.info.run_id, r.info.run_name or "", r.info.experiment_id, _last_beat(r),
+                      round(now - _last_beat(r), 1)) for r in runs]
+    return [r.run_id for r in close_stale_runs(client, found, actor) if r.closed]
+
+
+def record_reuse(tracker, original, run_name: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:
+    """A FINISHED child run of this sweep standing for `original`: its params, its final metrics, its
+    forecaster URI and other tags, and `runner.reused_from`. Returns the record's run id."""
+    copied = {k: v for k, v in original.data.tags.items() if not k.startswith(NOT_COPIED)}
+    note = (f"Reused run {original.info.run_id}: a finished run with this job's identity, not trained again. "
+            f"Epoch curves, plots and the model are in that run.")
+    record_tags = {**copied, **tags, REUSED_FROM_TAG: original.info.run_id, "mlflow.note.content": note}
+    run_id = tracker.start_run(run_name, tags=record_tags, parent_run_id=parent_run_id, activate=False)
+    try:
+        tracker.log_params(dict(original.data.params))
+        tracker.log_metrics(dict(original.data.metrics), step=0)
+    except BaseException:
+        tracker.end_run("FAILED")
+        raise
+    tracker.end_run("FINISHED")
+    return run_id
