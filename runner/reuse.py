@@ -145,6 +145,7 @@ def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) ->
                 candidate = originals.get(source) or _get(client, source)
                 originals[source] = candidate
             if candidate is not None and candidate.info.status == "FINISHED" and (
+                    candidate.info.lifecycle_stage == "active") and (  # a deleted (pruned) run is gone
                     not needs_forecaster or FORECASTER_URI_TAG in candidate.data.tags):
                 found.reusable = candidate
     return found
