@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.contract import (
+    CLOSED_REASON_TAG,
     FORECASTER_URI_TAG,
     HEARTBEAT_SECONDS_TAG,
     HEARTBEAT_TAG,
@@ -122,13 +123,34 @@ class Lookup:
     """What the experiment holds for one identity."""
 
     reusable: Any | None = None  # an mlflow Run (an original, never a reuse record)
-    running: list = field(default_factory=list)  # RUNNING runs with a fresh heartbeat
-    stale: list = field(default_factory=list)  # RUNNING runs whose process is gone (stale-runs would close)
+    running: list = field(default_factory=list)  # RUNNING runs that may be live: a fresh heartbeat
+    stale: list = field(default_factory=list)  # RUNNING runs whose process is gone: a stale heartbeat, or
+    # a process of this machine that has exited (a SIGKILLed sweep, seconds ago)
+
+
+def process_gone(run) -> bool:
+    """The run's process ran on this machine and has exited (a job on another machine is left to its
+    heartbeat: `stale-runs --close` closes it once the heartbeat is stale)."""
+    import socket
+
+    from runner import interrupts
+
+    tags = run.data.tags
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    try:
+        return not interrupts.alive(int(tags[PID_TAG]))
+    except (KeyError, ValueError):
+        return False
+
+
+def is_dead(run) -> bool:
+    from runner.registry.stale_runs import DEFAULT_OLDER_THAN, is_stale
+
+    return is_stale(run, DEFAULT_OLDER_THAN) or process_gone(run)
 
 
 def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) -> Lookup:
-    from runner.registry.stale_runs import DEFAULT_OLDER_THAN, is_stale
-
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{JOB_IDENTITY_TAG}` = '{identity}'",
                               max_results=SEARCH_LIMIT, order_by=["attributes.start_time DESC"])
     found = Lookup()
@@ -136,7 +158,7 @@ def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) ->
     for run in runs:
         status = run.info.status
         if status == "RUNNING":
-            (found.stale if is_stale(run, DEFAULT_OLDER_THAN) else found.running).append(run)
+            (found.stale if is_dead(run) else found.running).append(run)
         elif status == "FINISHED" and found.reusable is None:
             source = run.data.tags.get(REUSED_FROM_TAG)
             if source is None:
@@ -159,14 +181,24 @@ def _get(client, run_id: str):
 
 
 def close_stale(client, runs: list, actor: str) -> list[str]:
-    """Close RUNNING runs whose heartbeat is stale, exactly as `runner-registry stale-runs --close` would;
-    returns their ids."""
-    from runner.registry.stale_runs import StaleRun, _last_beat, close_stale_runs
+    """Close RUNNING runs whose process is gone as FAILED, as `runner-registry stale-runs --close` does (ended
+    at their last heartbeat, with the tag runner.closed_reason); each is re-read first and left alone if it
+    ended or came back to life since. Returns the ids closed."""
+    from runner.registry.stale_runs import _last_beat
 
-    now = time.time()
-    found = [StaleRun(r.info.run_id, r.info.run_name or "", r.info.experiment_id, _last_beat(r),
-                      round(now - _last_beat(r), 1)) for r in runs]
-    return [r.run_id for r in close_stale_runs(client, found, actor) if r.closed]
+    closed = []
+    for run in runs:
+        fresh = client.get_run(run.info.run_id)
+        if fresh.info.status != "RUNNING" or not is_dead(fresh):
+            continue
+        beat = _last_beat(fresh)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(beat))
+        why = "its process has exited" if process_gone(fresh) else "no heartbeat for a while"
+        client.set_tag(fresh.info.run_id, CLOSED_REASON_TAG,
+                       f"stale: {why} (last heartbeat at {when}); closed as FAILED by {actor} before rerunning its job")
+        client.set_terminated(fresh.info.run_id, status="FAILED", end_time=int(beat * 1000))
+        closed.append(fresh.info.run_id)
+    return closed
 
 
 def record_reuse(tracker, original, run_name: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:

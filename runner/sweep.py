@@ -31,7 +31,6 @@ from runner.contract import (
     CHAMPION_VERSION_TAG,
     DECISION_TAG,
     FAILURE_REASON_TAG,
-    HOST_TAG,
     JOB_NUM_TAG,
     OVERRIDES_TAG,
     PID_TAG,
@@ -45,6 +44,7 @@ from runner.contract import (
 from runner.errors import RunnerError
 from runner.job import SWEEP_ID_ENV, redact_overrides
 from runner.registry.units import format_metric
+from runner.reuse import process_gone
 
 log = logging.getLogger("runner")
 
@@ -362,20 +362,6 @@ def stop_workers(state: SweepState, grace_seconds: float | None = None) -> None:
         time.sleep(0.25)
 
 
-def _process_gone(run) -> bool:
-    """The run's process ran on this machine and has exited (a job on a cluster node is left alone: its
-    heartbeat tells, and `stale-runs --close` closes it if it is stale)."""
-    import socket
-
-    tags = run.data.tags
-    if tags.get(HOST_TAG) != socket.gethostname():
-        return False
-    try:
-        return not interrupts.alive(int(tags[PID_TAG]))
-    except (KeyError, ValueError):
-        return False
-
-
 def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]:
     """The sweep ends early (an interrupt, a job or a worker that failed): stop the worker processes still
     there (SIGTERM, then SIGKILL after REAP_GRACE_SECONDS), then close the child runs left RUNNING, whose
@@ -391,7 +377,7 @@ def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]
             stop_workers(state)
         if (interrupted or orphans) and (left := _workers()):  # e.g. submitit's jobs, which outlive us
             interrupts.reap(left, REAP_GRACE_SECONDS)
-        orphans = [r for r in running_children(state) if _process_gone(r)] if orphans else []
+        orphans = [r for r in running_children(state) if process_gone(r)] if orphans else []
     except Exception as error:
         print(f"error: could not read the sweep's runs to close those left RUNNING: {error}", file=sys.stderr)
         return closed

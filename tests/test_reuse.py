@@ -190,6 +190,45 @@ def test_an_interrupted_sweep_run_again_trains_only_the_rest_and_decides_as_if_u
     assert [(j["job"], j["outcome"]) for j in a["jobs"]] == [(j["job"], j["outcome"]) for j in b["jobs"]]
 
 
+@pytest.mark.slow
+def test_a_sweep_killed_hard_is_picked_up_at_once_its_dead_runs_closed(tmp_path):
+    """SIGKILL leaves the running job's run RUNNING with a fresh heartbeat; its process is gone from this
+    machine, so the re-run closes it (FAILED, with the reason) instead of waiting for the heartbeat to age."""
+    import os
+
+    args = [*TINY, "epochs=40", "trainer.patience=40", "lr=0.001,0.003"]  # job 1 is still training when killed
+    db = tmp_path / "outputs" / "mlflow.db"
+    process = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def statuses() -> list[str]:
+        try:
+            with sqlite3.connect(db) as connection:
+                return [s for (s,) in connection.execute(
+                    "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'runner.job_num' "
+                    "ORDER BY r.start_time")]
+        except sqlite3.OperationalError:
+            return []
+
+    try:
+        deadline = time.monotonic() + 300
+        while statuses() != ["FINISHED", "RUNNING"] and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert statuses() == ["FINISHED", "RUNNING"], statuses()
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [killed] = [r for r in store_runs(db) if r.info.status == "RUNNING" and "runner.job_num" in r.data.tags]
+
+    resumed = run_sweep(tmp_path, args)  # at once: the killed run's heartbeat is still fresh
+    assert resumed.cli.returncode == 0, describe(resumed)
+    _, jobs = resumed.runs()
+    assert len(jobs) == 2
+    assert REUSED_FROM in jobs[0].data.tags and REUSED_FROM not in jobs[1].data.tags
+    closed = SweepStore(tmp_path).client.get_run(killed.info.run_id)
+    assert closed.info.status == "FAILED" and "its process has exited" in closed.data.tags["runner.closed_reason"]
+
+
 # -- what must retrain ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_changed_value_or_data_file_retrains_the_same_data_elsewhere_does_not_and_reuse_can_be_off(tmp_path):
