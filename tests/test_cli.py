@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_env, run_cli_recording_imports
+from helpers.cli import cli_env, run_cli_recording_imports
 
 HEAVY = {"tensorflow", "keras", "mlflow"}
 

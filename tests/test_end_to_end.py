@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import E2E_OVERRIDES, cli_env, compose_config, pointed_at, run_job_in_process
+from helpers.cli import cli_env
+from helpers.configs import E2E_OVERRIDES, compose_config, pointed_at, run_job_in_process
 
 import runner
 from runner.forecast import series

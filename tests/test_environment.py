@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli, sqlite_uri, store_runs
-from server_fixtures import create_database, drop_database, free_port
+from helpers.cli import run_cli
+from helpers.servers import create_database, drop_database, free_port
+from helpers.store import sqlite_uri, store_runs
 
 VENV_BIN = Path(sys.executable).parent  # the environment the tests (and `make install`) use
 MLFLOW = VENV_BIN / "mlflow"
@@ -232,7 +233,7 @@ def test_an_unreachable_postgresql_store_fails_fast_in_one_line(tmp_path):
 
 
 def test_the_server_script_refuses_a_password_in_the_postgresql_url(tmp_path):
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://u:s3cret@127.0.0.1:5432",
                            "--artifacts", str(tmp_path / "artifacts")], capture_output=True, text=True, timeout=120)

@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 import yaml
-from conftest import compose_config, run_cli, sqlite_uri
-from server_fixtures import create_database, drop_database
+from helpers.cli import run_cli
+from helpers.configs import compose_config
+from helpers.servers import create_database, drop_database
+from helpers.store import sqlite_uri
 
 TINY_SWEEP = ["model=mlp", "model.hidden=[8]", "epochs=1", "data.train_stride=16"]
 MODEL_NAME = "uk-demand-forecaster"

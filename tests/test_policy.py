@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, compose_config
-from sweep_fixtures import TINY, policy_dict, write_policy
+from helpers.cli import cli_env
+from helpers.configs import compose_config
+from helpers.sweeps import TINY, policy_dict, write_policy
 
 # name -> (policy changes, the start of the one-line error)
 BAD_POLICIES = {

@@ -18,8 +18,8 @@ import uuid
 
 import pandas as pd
 import pytest
-from conftest import cli_env, run_cli
-from sweep_fixtures import (
+from helpers.cli import cli_env, run_cli
+from helpers.sweeps import (
     NAIVE_VAL_MAPE,
     TINY,
     SweepStore,
@@ -134,7 +134,7 @@ def test_classic_stages_keep_one_version_in_production(synthetic, model_name):
 
 def test_the_shipped_stages_policy_archives_the_previous_production(synthetic, model_name):
     import yaml
-    from conftest import CONF_DIR
+    from helpers import CONF_DIR
 
     values = yaml.safe_load((CONF_DIR / "registry" / "stages.yaml").read_text())
     from omegaconf import OmegaConf

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli_env, run_cli, sqlite_uri
+from helpers.cli import cli_env, run_cli
+from helpers.store import sqlite_uri
 
 MODEL = "uk-demand-forecaster"
 pytestmark = pytest.mark.slow

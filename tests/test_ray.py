@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from server_fixtures import free_port, port_accepts
+from helpers.cli import run_cli
+from helpers.servers import free_port, port_accepts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, cli_env, run_cli, sqlite_uri
+from helpers.cli import CliResult, cli_env, run_cli
+from helpers.store import sqlite_uri
 
 TINY = ["epochs=1", "data.train_stride=16", "model=mlp", "model.hidden=[8]"]
 MODEL = "uk-demand-forecaster"  # the default policy's model_name
@@ -349,7 +350,7 @@ OLD_LINEAGE_KEYS = {"name", "version", "aliases", "stage", "version_tags", "sour
 def decided(tmp_path_factory):
     """Two sweeps launched by alice and bob decided by the default policy (v1 promoted, v2 registered as
     challenger), a version registered by hand (v3, no decision) and v1 moved to Production by hand."""
-    from sweep_fixtures import SyntheticStore, make_policy
+    from helpers.sweeps import SyntheticStore, make_policy
 
     synthetic = SyntheticStore(tmp_path_factory.mktemp("tables"))
     policy = make_policy(model_name=TABLE_MODEL)

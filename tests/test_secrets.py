@@ -31,8 +31,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import cli_env, run_cli, sqlite_uri
-from server_fixtures import free_port
+from helpers.cli import cli_env, run_cli
+from helpers.servers import free_port
+from helpers.store import sqlite_uri
 
 from runner.config.credentials import find_credential
 

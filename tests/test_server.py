@@ -8,8 +8,9 @@ import time
 
 import pytest
 import yaml
-from conftest import TINY_MLP, run_cli
-from server_fixtures import SWEEP_LRS, free_port
+from helpers.cli import run_cli
+from helpers.configs import TINY_MLP
+from helpers.servers import SWEEP_LRS, free_port
 
 EPOCH_METRICS = ("loss", "val_loss")
 SCORES = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "test_mape_weekly_naive",
@@ -131,7 +132,7 @@ def test_the_server_script_names_an_unreachable_postgresql_in_one_line(tmp_path)
     import subprocess
     import sys
 
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://postgres@127.0.0.1:1",
                            "--port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")],
@@ -145,7 +146,7 @@ def test_the_server_script_refuses_an_embedded_store_that_does_not_exist(tmp_pat
     import subprocess
     import sys
 
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs")],
                           capture_output=True, text=True, timeout=120)

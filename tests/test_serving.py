@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_env
-from sweep_fixtures import MODEL_NAME, TINY, SweepStore, describe, run_sweep
+from helpers.cli import cli_env
+from helpers.sweeps import MODEL_NAME, TINY, SweepStore, describe, run_sweep
 
 from runner.forecast import series
 

@@ -19,8 +19,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, compose_config, pointed_at, run_job_in_process, sqlite_uri, store_runs
-from sweep_fixtures import SweepStore, describe, run_sweep
+from helpers.cli import cli_env
+from helpers.configs import compose_config, pointed_at, run_job_in_process
+from helpers.store import sqlite_uri, store_runs
+from helpers.sweeps import SweepStore, describe, run_sweep
 
 # Jobs that train long enough to be caught mid-training (many epochs, no early stop) and start fast.
 LONG_JOB = ["model=mlp", "model.hidden=[8]", "epochs=1000", "trainer.patience=1000", "data.train_stride=16",

@@ -13,8 +13,9 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import BROKEN_MODEL, CONF_DIR, broken_model
-from sweep_fixtures import (
+from helpers import CONF_DIR
+from helpers.cli import BROKEN_MODEL, broken_model
+from helpers.sweeps import (
     MODEL_NAME,
     NAIVE_VAL_MAPE,
     TINY,

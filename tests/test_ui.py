@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, sqlite_uri
-from server_fixtures import REPO, SERVER_SCRIPT, free_port
+from helpers import REPO
+from helpers.cli import run_cli
+from helpers.servers import SERVER_SCRIPT, free_port
+from helpers.store import sqlite_uri
 
 pytestmark = [pytest.mark.slow]
 
@@ -167,8 +169,7 @@ def moved_ui(tmp_path) -> Iterator[tuple[str, Path, object]]:
     """The embedded store of tmp_path/outputs with a synthetic sweep (nothing trained) decided by the
     default policy, a second version, and then MOVES recorded moves of `champion` between the two; a
     second model holds as many moves in the format written before this change. Then the UI on it."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from sweep_fixtures import SyntheticStore, make_policy
+    from helpers.sweeps import SyntheticStore, make_policy
 
     synthetic = SyntheticStore(tmp_path / "outputs")
     registry = synthetic.registry()
