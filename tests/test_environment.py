@@ -6,7 +6,6 @@ builders are checked against the trusted ones before anything is imported."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers.cli import run_cli
-from helpers.servers import create_database, drop_database, free_port
+from helpers.servers import create_database, drop_database, free_port, http_ok, serving
 from helpers.store import sqlite_uri, store_runs
 
 VENV_BIN = Path(sys.executable).parent  # the environment the tests (and `make install`) use
@@ -26,28 +25,13 @@ MLFLOW = VENV_BIN / "mlflow"
 
 
 @contextmanager
-def serving(command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start an MLflow server process group, wait until its REST API answers, stop it afterwards."""
-    log_path = cwd / f"server-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def mlflow_serving(command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An MLflow server process group answering /health for the block (helpers.servers.serving); yields its
+    base URL. Its log holds no traceback once it is stopped."""
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # a cold start on a busy 2-core machine
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no answer on {base}: {log_path.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    log_path = cwd / f"server-{port}.log"
+    with serving(command, log_path, http_ok(f"{base}/health"), cwd=cwd, env={**os.environ, **(env or {})}):
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
@@ -78,7 +62,7 @@ def test_mlflow_ui_from_the_environment_serves_the_runner_store(tmp_path):
     experiment_id, run_id = make_store(sqlite_uri(db))
     port = free_port()
     command = [str(MLFLOW), "ui", "--backend-store-uri", sqlite_uri(db), "--port", str(port), "--workers", "1"]
-    with serving(command, tmp_path, port) as base:
+    with mlflow_serving(command, tmp_path, port) as base:
         assert_rest_lists(base, experiment_id, run_id)
 
 
@@ -100,7 +84,7 @@ def test_mlflow_server_with_basic_auth_on_postgresql_from_the_environment(postgr
         port = free_port()
         command = [str(MLFLOW), "server", "--backend-store-uri", url, "--app-name", "basic-auth",
                    "--port", str(port), "--workers", "1"]
-        with serving(command, tmp_path, port, env) as base:
+        with mlflow_serving(command, tmp_path, port, env) as base:
             assert requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
                                 timeout=30).status_code == 401  # basic auth is on
             assert_rest_lists(base, experiment_id, run_id, auth=("admin", password))

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.cli import run_cli
-from helpers.servers import free_port, port_accepts
+from helpers.servers import free_port, port_accepts, serving
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,29 +34,13 @@ def ray_cluster() -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RUNNER_", "RAY_ADDRESS"))}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     ray_bin = Path(sys.executable).with_name("ray")
-    log = open(Path(temp_dir) / "ray-start.log", "w")
-    process = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    command = [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     try:
-        deadline = time.monotonic() + RAY_START_TIMEOUT
-        while not port_accepts(port):
-            assert process.poll() is None, (Path(temp_dir) / "ray-start.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Ray did not start"
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        with serving(command, Path(temp_dir) / "ray-start.log", lambda: port_accepts(port), env=env,
+                     timeout=RAY_START_TIMEOUT, term_seconds=10):
+            yield f"127.0.0.1:{port}"
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-                process.wait(timeout=10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

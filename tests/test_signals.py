@@ -3,7 +3,7 @@ past its time limit fails alone (runner.interrupts, runner.sweep.stop_workers/se
 
 Everything here is real: sweeps are `python -m runner --multirun` processes in their own process group,
 signalled with os.kill/os.killpg; the store is SQLite, read with MlflowClient and sqlite3; processes are
-found in /proc."""
+found in /proc (helpers.processes)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import cli_env
 from helpers.configs import compose_config, pointed_at, run_job_in_process
+from helpers.processes import group_left, group_members
 from helpers.store import sqlite_uri, store_runs
 from helpers.sweeps import SweepStore, describe, run_sweep
 
@@ -37,32 +38,6 @@ STOP_TIMEOUT = 120
 
 
 # -- processes and the store, seen from outside -------------------------------------------------------
-def group_members(pgid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of the live processes in process group `pgid`, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append((int(entry), cmdline))
-    return members
-
-
-def group_left(pgid: int, timeout: float = 30) -> list[tuple[int, str]]:
-    """The members of process group `pgid` still there after at most `timeout` s (a process that has just
-    exited may show for a moment)."""
-    deadline = time.monotonic() + timeout
-    while (members := group_members(pgid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return members
-
-
 def wait_until_gone(pids: list[int], timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 from helpers.cli import run_cli
-from helpers.servers import SERVER_SCRIPT, free_port
+from helpers.servers import SERVER_SCRIPT, free_port, http_ok, serving
 from helpers.store import sqlite_uri
 
 pytestmark = [pytest.mark.slow]
@@ -107,31 +106,11 @@ def serve_embedded(folder: Path) -> Iterator[str]:
     """`scripts/mlflow-server --embedded <folder>/outputs` (what `make ui` runs) until the block ends;
     yields its base URL."""
     port = free_port()
-    log = (folder / "ui.log").open("w")
-    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"),
-                                "--port", str(port), "--workers", "1"],
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    import os
-    import signal
-
-    import requests
-
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (folder / "ui.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the UI did not start"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"), "--port", str(port),
+               "--workers", "1"]
+    with serving(command, folder / "ui.log", http_ok(f"{base_url}/health")):
+        yield base_url
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 
-def group_members(pgid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of the live processes in process group `pgid`, from /proc (zombies left out:
-    they hold nothing, and a container's init may never reap them)."""
+def _members(field: int, value: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes whose /proc/<pid>/stat `field` (counted after the command
+    name: 2 the process group, 3 the session) is `value`; zombies left out: they hold nothing, and a
+    container's init may be slow to reap them."""
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -25,18 +26,38 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[field]) == value and fields[0] != "Z":
             members.append((int(entry), cmdline))
     return members
+
+
+def group_members(pgid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes in process group `pgid`, from /proc."""
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes in session `sid` (those that left its first process group
+    too), from /proc."""
+    return _members(3, sid)
+
+
+def _left(members, timeout: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while (left := members()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def group_left(pgid: int, timeout: float = 30) -> list[tuple[int, str]]:
     """The members of process group `pgid` still there after at most `timeout` s (a process that has just
     exited may show for a moment)."""
-    deadline = time.monotonic() + timeout
-    while (members := group_members(pgid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return members
+    return _left(lambda: group_members(pgid), timeout)
+
+
+def session_left(sid: int, timeout: float = 10) -> list[tuple[int, str]]:
+    """The members of session `sid` still there after at most `timeout` s."""
+    return _left(lambda: session_members(sid), timeout)
 
 
 def stop_group(process: subprocess.Popen, term_seconds: float = 15, kill_seconds: float = 10) -> bool:

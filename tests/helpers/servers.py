@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import os
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -78,6 +79,10 @@ class ServerProcess:
     stopped_cleanly: bool | None = None  # after stop(): whether SIGTERM alone ended the whole group
 
     @property
+    def name(self) -> str:
+        return shlex.join(map(str, self.command))[:300]
+
+    @property
     def pid(self) -> int:
         assert self.process is not None, "not started"
         return self.process.pid
@@ -88,7 +93,7 @@ class ServerProcess:
         stopped) when it exits first or `timeout` s pass."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
-            log.write(f"--- {' '.join(map(str, self.command))}\n")
+            log.write(f"--- {self.name}\n")
             log.flush()
             self.process = subprocess.Popen(list(map(str, self.command)), cwd=self.cwd, env=self.env,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -99,10 +104,10 @@ class ServerProcess:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.stop()
-                raise ServerDidNotStart(f"{self.command[0]} exited with {code}:\n{self.log_tail()}")
+                raise ServerDidNotStart(f"`{self.name}` exited with {code}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerDidNotStart(f"{self.command[0]} did not answer in {timeout:.0f}s:\n{self.log_tail()}")
+                raise ServerDidNotStart(f"`{self.name}` did not answer in {timeout:.0f}s:\n{self.log_tail()}")
             time.sleep(poll_seconds)
         return self
 
