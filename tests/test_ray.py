@@ -57,6 +57,7 @@ def ray_sweep(ray_cluster, mlflow_server, tmp_path_factory):
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("runner.sweep_role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(LRS), f"expected {len(LRS)} child runs, found {len(children)}"
     return cli, client, parent, children
 
 
@@ -69,6 +70,7 @@ def test_the_jobs_ran_as_ray_tasks_on_the_cluster_joined_by_address(ray_sweep, r
 
 def test_every_ray_job_is_a_child_run_of_the_sweep_with_every_epoch(ray_sweep):
     _, client, parent, children = ray_sweep
+    assert len(children) == len(LRS)
     assert sorted(c.data.params["lr"] for c in children) == sorted(LRS)
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["runner.sweep_id"] for c in children} == {parent.data.tags["runner.sweep_id"]}

@@ -86,6 +86,7 @@ def test_a_joblib_sweep_records_every_job_as_a_child_of_one_parent(server_sweep)
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_joblib_sweep_records_every_epoch_of_every_job(server_sweep):
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     for child in server_sweep.children:
         assert_every_epoch_logged(server_sweep.client, child)
         assert {"val_mape", "test_mape"} <= set(child.data.metrics)
@@ -95,6 +96,7 @@ def test_a_joblib_sweep_records_every_epoch_of_every_job(server_sweep):
 @pytest.mark.slow
 def test_the_post_sweep_hook_registers_and_aliases_the_winner_through_the_server(server_sweep):
     client = server_sweep.client
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     best = min(server_sweep.children, key=lambda c: c.data.metrics["val_mape"])
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.run_id == best.info.run_id

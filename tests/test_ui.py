@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 from helpers.cli import run_cli
-from helpers.servers import SERVER_SCRIPT, free_port, http_ok, serving
+from helpers.servers import SERVER_SCRIPT, SWEEP_LRS, free_port, http_ok, serving
 from helpers.store import sqlite_uri
 
 pytestmark = [pytest.mark.slow]
@@ -63,6 +63,7 @@ def keep_screenshot(page, tmp_path: Path, name: str, full_page: bool = True) -> 
 
 def show_sweep_in_runs_page(page, base_url: str, experiment_id: str, parent_id: str, child_ids: list[str]) -> None:
     """Open the experiment's runs page, find the parent run, expand it and find every child."""
+    assert child_ids, "a sweep without children shows nothing to expand"
     page.goto(f"{base_url}/#/experiments/{experiment_id}/runs")
     parent_link = page.locator(f'a[href$="/runs/{parent_id}"]')
     parent_link.wait_for(timeout=UI_TIMEOUT_MS)
@@ -85,6 +86,7 @@ def champion_row_text(page, base_url: str, model_name: str) -> str:
 # -- the shared tracking server after a real joblib sweep -------------------------------------------
 @pytest.mark.postgres
 def test_the_experiment_page_shows_the_sweep_parent_with_its_children(server_sweep, page, tmp_path):
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     show_sweep_in_runs_page(page, server_sweep.server.uri, server_sweep.experiment_id,
                             server_sweep.parent.info.run_id, [c.info.run_id for c in server_sweep.children])
     assert page.get_by_text(server_sweep.parent.info.run_name).count() >= 1
