@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import require
 from helpers.cli import run_cli
 from helpers.servers import create_database, drop_database, free_port, http_ok, serving
 from helpers.store import sqlite_uri, store_runs
@@ -233,8 +234,8 @@ def read_only_store(tmp_path) -> Iterator[Path]:
     not stop root (the tests run as root here and in CI), a read-only mount does."""
     mount_point = tmp_path / "ro"
     mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode:
-        pytest.skip("this machine does not let the tests mount a tmpfs (needs root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode == 0
+    require(mounted, "this machine does not let the tests mount a tmpfs (needs root)")
     try:
         assert subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], capture_output=True).returncode == 0
         yield mount_point

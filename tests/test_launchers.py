@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a hard dependency: the dev extra installs '.[slurm]')
 import pytest
 import yaml
 from helpers.cli import run_cli
@@ -53,7 +54,6 @@ def test_the_ray_preset_takes_its_address_from_ray_address(monkeypatch):
 
 @pytest.mark.slow
 def test_a_submitit_sweep_records_a_parent_with_its_children_and_promotes_the_best(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     cli = run_cli(["--multirun", "hydra/launcher=submitit_local", *TINY_SWEEP, "lr=0.001,0.01"], tmp_path)
     assert cli.returncode == 0, f"{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}"
     client, [parent], runs = sweep_runs(tmp_path)

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401  (a hard dependency of the suite: the dev extra installs '.[ray]')
 from helpers.cli import run_cli
 from helpers.servers import free_port, port_accepts, serving
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-ray = pytest.importorskip("ray", reason="the Ray launcher is an optional extra: pip install -e '.[ray]'")
 
 RAY_START_TIMEOUT = 180
 MODEL_NAME = "ray-forecaster"  # not the joblib sweep's model: the two sweeps share the session's server

@@ -8,14 +8,13 @@ import uuid
 import warnings
 from datetime import UTC, datetime
 
+import mlflow
 import pandas as pd
 import pytest
 
-mlflow = pytest.importorskip("mlflow")
-
-from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound  # noqa: E402
-from runner.registry.core import ModelRegistry, default_actor  # noqa: E402
-from runner.tracking import ExperimentTracker  # noqa: E402
+from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUnavailable, VersionNotFound
+from runner.registry.core import ModelRegistry, default_actor
+from runner.tracking import ExperimentTracker
 
 VERSION_KEYS = {"version", "aliases", "stage", "run_id", "tags", "source", "creation_timestamp", "status",
                 "description"}

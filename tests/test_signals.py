@@ -18,6 +18,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a hard dependency: the dev extra installs '.[slurm]')
 import pytest
 from helpers.cli import cli_env
 from helpers.configs import compose_config, pointed_at, run_job_in_process
@@ -216,8 +217,6 @@ CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("launcher", "signum", "target"), CASES)
 def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path, launcher, signum, target):
-    if launcher == "submitit_local":
-        pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     parallel = 1 if launcher == "basic" else 2
     process = start_cli(["--multirun", *LAUNCHERS[launcher], *LONG_JOB, "lr=0.001,0.002,0.003"], tmp_path)
     store = SweepStore(tmp_path)
