@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR
+from helpers.configs import compose_config
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "preset_snapshots.json"

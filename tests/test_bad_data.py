@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RECORD_IMPORTS, cli_env, compose_config, run_cli_recording_imports, store_runs
+from helpers.cli import RECORD_IMPORTS, cli_env, run_cli_recording_imports
+from helpers.configs import compose_config
+from helpers.store import store_runs
 
 from runner.config.schema import ConfigError, DataConfig, validate
 from runner.forecast import series
@@ -349,7 +351,8 @@ def test_a_frame_past_the_checks_with_bad_values_logs_no_score_and_is_not_called
     """The safety net behind the file check: a frame with a zero or a NaN handed straight to the job's
     training step (as no file can now hand it) on a real SQLite store. model=naive trains nothing, so
     the failure must not say the network diverged, and no val/test score may be logged."""
-    from conftest import job_config, pointed_at, sqlite_uri
+    from helpers.configs import job_config, pointed_at
+    from helpers.store import sqlite_uri
     from mlflow.tracking import MlflowClient
 
     from runner.job import JobContext, NonFiniteMetric, _train_and_log

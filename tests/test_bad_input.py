@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import compose_config, run_cli_recording_imports, store_runs
+from helpers.cli import run_cli_recording_imports
+from helpers.configs import compose_config
+from helpers.store import store_runs
 
 from runner.config.schema import ConfigError, validate
 

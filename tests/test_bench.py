@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli_env
+from helpers import REPO
+from helpers.cli import cli_env
 
 SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "sweep throughput", "peak memory")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_env, run_cli_recording_imports
+from helpers import require
+from helpers.cli import cli_env, run_cli_recording_imports
 
 HEAVY = {"tensorflow", "keras", "mlflow"}
 
@@ -37,8 +38,7 @@ def test_the_console_script_runs_the_same_cli(tmp_path):
     script = Path(sys.executable).with_name("runner")
     if not script.exists():
         script = Path(shutil.which("runner") or "")
-    if not script.is_file():
-        pytest.skip("the `runner` console script is not installed in this environment")
+    require(script.is_file(), "the `runner` console script is not installed in this environment")
     done = subprocess.run([str(script), "--cfg", "job", "epochs=3"], cwd=tmp_path, env=cli_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,7 +6,8 @@ The options are discovered from conf/, so a new YAML file is tested the day it i
 from __future__ import annotations
 
 import pytest
-from conftest import CONF_DIR, compose_config, job_config
+from helpers import CONF_DIR
+from helpers.configs import compose_config, job_config
 from omegaconf import OmegaConf
 
 from runner.config.schema import ConfigError, validate

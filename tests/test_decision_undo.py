@@ -22,7 +22,7 @@ import json
 import uuid
 
 import pytest
-from sweep_fixtures import SyntheticStore, make_policy
+from helpers.sweeps import SyntheticStore, make_policy
 
 from runner.errors import RunnerError
 from runner.registry.core import EVENT_TAG_PREFIX, default_actor
@@ -176,7 +176,7 @@ def test_ctrl_c_in_the_middle_of_a_decision_is_undone_and_goes_on(synthetic, mod
 
 def test_a_failed_decision_fails_the_sweep_with_its_reason(synthetic, model_name, monkeypatch):
     # Through the post-sweep hook: the parent run ends FAILED, exit code 1, decision.json says why.
-    from sweep_fixtures import decision_report
+    from helpers.sweeps import decision_report
 
     from runner.registry import promotion
     from runner.sweep import SweepState, finish_sweep
@@ -201,7 +201,7 @@ def test_a_failed_decision_fails_the_sweep_with_its_reason(synthetic, model_name
 @pytest.fixture(scope="module")
 def undo_server(postgres, tmp_path_factory):
     """A server of this module's own (the shared one must not be stopped), with one synthetic store on it."""
-    from server_fixtures import TrackingServer
+    from helpers.servers import TrackingServer
 
     server = TrackingServer(tmp_path_factory.mktemp("undo-server"))
     try:

@@ -6,7 +6,6 @@ builders are checked against the trusted ones before anything is imported."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,36 +16,23 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli, sqlite_uri, store_runs
-from server_fixtures import create_database, drop_database, free_port
+from helpers import require
+from helpers.cli import run_cli
+from helpers.servers import create_database, drop_database, free_port, http_ok, serving
+from helpers.store import sqlite_uri, store_runs
 
 VENV_BIN = Path(sys.executable).parent  # the environment the tests (and `make install`) use
 MLFLOW = VENV_BIN / "mlflow"
 
 
 @contextmanager
-def serving(command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start an MLflow server process group, wait until its REST API answers, stop it afterwards."""
-    log_path = cwd / f"server-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def mlflow_serving(command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An MLflow server process group answering /health for the block (helpers.servers.serving); yields its
+    base URL. Its log holds no traceback once it is stopped."""
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # a cold start on a busy 2-core machine
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no answer on {base}: {log_path.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    log_path = cwd / f"server-{port}.log"
+    with serving(command, log_path, http_ok(f"{base}/health"), cwd=cwd, env={**os.environ, **(env or {})}):
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
@@ -77,7 +63,7 @@ def test_mlflow_ui_from_the_environment_serves_the_runner_store(tmp_path):
     experiment_id, run_id = make_store(sqlite_uri(db))
     port = free_port()
     command = [str(MLFLOW), "ui", "--backend-store-uri", sqlite_uri(db), "--port", str(port), "--workers", "1"]
-    with serving(command, tmp_path, port) as base:
+    with mlflow_serving(command, tmp_path, port) as base:
         assert_rest_lists(base, experiment_id, run_id)
 
 
@@ -99,7 +85,7 @@ def test_mlflow_server_with_basic_auth_on_postgresql_from_the_environment(postgr
         port = free_port()
         command = [str(MLFLOW), "server", "--backend-store-uri", url, "--app-name", "basic-auth",
                    "--port", str(port), "--workers", "1"]
-        with serving(command, tmp_path, port, env) as base:
+        with mlflow_serving(command, tmp_path, port, env) as base:
             assert requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
                                 timeout=30).status_code == 401  # basic auth is on
             assert_rest_lists(base, experiment_id, run_id, auth=("admin", password))
@@ -232,7 +218,7 @@ def test_an_unreachable_postgresql_store_fails_fast_in_one_line(tmp_path):
 
 
 def test_the_server_script_refuses_a_password_in_the_postgresql_url(tmp_path):
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://u:s3cret@127.0.0.1:5432",
                            "--artifacts", str(tmp_path / "artifacts")], capture_output=True, text=True, timeout=120)
@@ -248,8 +234,8 @@ def read_only_store(tmp_path) -> Iterator[Path]:
     not stop root (the tests run as root here and in CI), a read-only mount does."""
     mount_point = tmp_path / "ro"
     mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode:
-        pytest.skip("this machine does not let the tests mount a tmpfs (needs root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode == 0
+    require(mounted, "this machine does not let the tests mount a tmpfs (needs root)")
     try:
         assert subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], capture_output=True).returncode == 0
         yield mount_point

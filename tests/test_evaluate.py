@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FinishedRun, cli_env, finished_run
+from helpers.cli import cli_env
+from helpers.store import FinishedRun, finished_run
 
 MODEL = "naive-reference"
 

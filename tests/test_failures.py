@@ -13,7 +13,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import broken_model, cli_env, run_cli, sqlite_uri, store_runs
+from helpers.cli import broken_model, cli_env, run_cli
+from helpers.store import sqlite_uri, store_runs
 
 
 def only_run(db: Path):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli_env
+from helpers import REPO
+from helpers.cli import cli_env
 
 SOURCES = ("pyproject.toml", "README.md", "runner", "conf", "models")
 # Shows which copy of the package is imported, then runs the CLI exactly as `python -m runner`.

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import compose_config, pointed_at, run_job_in_process
+from helpers.configs import compose_config, pointed_at, run_job_in_process
 
 HORIZON = 48
 WEEK = 336

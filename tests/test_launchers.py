@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import uuid
 
+import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a hard dependency: the dev extra installs '.[slurm]')
 import pytest
 import yaml
-from conftest import compose_config, run_cli, sqlite_uri
-from server_fixtures import create_database, drop_database
+from helpers.cli import run_cli
+from helpers.configs import compose_config
+from helpers.servers import create_database, drop_database
+from helpers.store import sqlite_uri
 
 TINY_SWEEP = ["model=mlp", "model.hidden=[8]", "epochs=1", "data.train_stride=16"]
 MODEL_NAME = "uk-demand-forecaster"
@@ -51,7 +54,6 @@ def test_the_ray_preset_takes_its_address_from_ray_address(monkeypatch):
 
 @pytest.mark.slow
 def test_a_submitit_sweep_records_a_parent_with_its_children_and_promotes_the_best(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
     cli = run_cli(["--multirun", "hydra/launcher=submitit_local", *TINY_SWEEP, "lr=0.001,0.01"], tmp_path)
     assert cli.returncode == 0, f"{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}"
     client, [parent], runs = sweep_runs(tmp_path)

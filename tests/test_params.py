@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import job_config
+from helpers.configs import job_config
 from omegaconf import open_dict
 
 from runner.config.params import (

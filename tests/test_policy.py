@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, compose_config
-from sweep_fixtures import TINY, policy_dict, write_policy
+from helpers.cli import cli_env
+from helpers.configs import compose_config
+from helpers.sweeps import TINY, policy_dict, write_policy
 
 # name -> (policy changes, the start of the one-line error)
 BAD_POLICIES = {
@@ -177,37 +178,38 @@ MODEL_NAMES = ["uk-demand-forecaster", "a b", "a.b", "(x)", "a/b", "a:b", "a%b",
                "./a", " ", "", "\u00e9t\u00e9"]
 
 
-@pytest.mark.parametrize("alias", ALIASES)
-def test_alias_rules_match_mlflow(alias):
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
-
-    from runner.config.schema import alias_problem
-
-    try:
-        _validate_model_alias_name(alias)
-        _validate_model_alias_name_reserved(alias)
-        mlflow_accepts = True
-    except MlflowException:
-        mlflow_accepts = False
-    assert (alias_problem(alias) is None) == mlflow_accepts, alias_problem(alias)
-
-
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_model_name_rules_match_mlflow(name):
-    from mlflow.exceptions import MlflowException
+def rules(kind: str) -> tuple[list, object]:
+    """(MLflow's validators, which raise MlflowException on a name they refuse; the runner's mirror, which
+    returns why it refuses a name or None) for an alias or a registered model's name."""
     from mlflow.store.model_registry.file_store import _validate_model_name as file_store_rules
-    from mlflow.utils.validation import _validate_model_name
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
 
-    from runner.config.schema import model_name_problem
+    from runner.config.schema import alias_problem, model_name_problem
 
+    if kind == "alias":
+        return [_validate_model_alias_name, _validate_model_alias_name_reserved], alias_problem
+    return [_validate_model_name, file_store_rules], model_name_problem
+
+
+NAMES = [*(("alias", alias) for alias in ALIASES), *(("model_name", name) for name in MODEL_NAMES)]
+
+
+@pytest.mark.parametrize(("kind", "name"), NAMES)
+def test_name_rules_match_mlflow(kind, name):
+    from mlflow.exceptions import MlflowException
+
+    validators, problem = rules(kind)
     try:
-        _validate_model_name(name)
-        file_store_rules(name)
+        for validate in validators:
+            validate(name)
         mlflow_accepts = True
     except MlflowException:
         mlflow_accepts = False
-    assert (model_name_problem(name) is None) == mlflow_accepts, model_name_problem(name)
+    assert (problem(name) is None) == mlflow_accepts, problem(name)
 
 
 def test_the_runner_refuses_a_little_more_than_mlflow_and_says_why():

@@ -18,8 +18,8 @@ import uuid
 
 import pandas as pd
 import pytest
-from conftest import cli_env, run_cli
-from sweep_fixtures import (
+from helpers.cli import cli_env, run_cli
+from helpers.sweeps import (
     NAIVE_VAL_MAPE,
     TINY,
     SweepStore,
@@ -133,7 +133,7 @@ def test_classic_stages_keep_one_version_in_production(synthetic, model_name):
 
 
 def test_the_shipped_stages_policy_archives_the_previous_production(synthetic, model_name):
-    from conftest import compose_config
+    from helpers.configs import compose_config
     from omegaconf import OmegaConf
 
     values = compose_config(["registry=stages"]).registry  # composed: the file builds on registry=default

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli_env, run_cli, sqlite_uri
+from helpers.cli import cli_env, run_cli
+from helpers.store import sqlite_uri
 
 MODEL = "uk-demand-forecaster"
 pytestmark = pytest.mark.slow
@@ -53,8 +54,8 @@ def test_prune_keeps_what_registered_versions_need_and_gc_removes_the_rest(store
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
     assert set(planned["runs"]) == gone and set(planned["kept_for_registry"]) == kept
-    assert all(r.info.lifecycle_stage == "active" for r in client.search_runs(list({r.info.experiment_id
-                                                                                  for r in runs.values()})))
+    after_dry_run = client.search_runs(list({r.info.experiment_id for r in runs.values()}))
+    assert len(after_dry_run) == 4 and all(r.info.lifecycle_stage == "active" for r in after_dry_run)
 
     done = registry_cli(["prune", "--older-than-days", "0", "--gc"], store)
     assert done.returncode == 0, done.stderr

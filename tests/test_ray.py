@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from server_fixtures import free_port, port_accepts
+import ray  # noqa: F401  (a hard dependency of the suite: the dev extra installs '.[ray]')
+from helpers.cli import run_cli
+from helpers.servers import free_port, port_accepts, serving
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-ray = pytest.importorskip("ray", reason="the Ray launcher is an optional extra: pip install -e '.[ray]'")
 
 RAY_START_TIMEOUT = 180
 MODEL_NAME = "ray-forecaster"  # not the joblib sweep's model: the two sweeps share the session's server
@@ -37,29 +33,13 @@ def ray_cluster() -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RUNNER_", "RAY_ADDRESS"))}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     ray_bin = Path(sys.executable).with_name("ray")
-    log = open(Path(temp_dir) / "ray-start.log", "w")
-    process = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    command = [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     try:
-        deadline = time.monotonic() + RAY_START_TIMEOUT
-        while not port_accepts(port):
-            assert process.poll() is None, (Path(temp_dir) / "ray-start.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Ray did not start"
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        with serving(command, Path(temp_dir) / "ray-start.log", lambda: port_accepts(port), env=env,
+                     timeout=RAY_START_TIMEOUT, term_seconds=10):
+            yield f"127.0.0.1:{port}"
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-                process.wait(timeout=10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -76,6 +56,7 @@ def ray_sweep(ray_cluster, mlflow_server, tmp_path_factory):
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("runner.sweep_role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(LRS), f"expected {len(LRS)} child runs, found {len(children)}"
     return cli, client, parent, children
 
 
@@ -88,6 +69,7 @@ def test_the_jobs_ran_as_ray_tasks_on_the_cluster_joined_by_address(ray_sweep, r
 
 def test_every_ray_job_is_a_child_run_of_the_sweep_with_every_epoch(ray_sweep):
     _, client, parent, children = ray_sweep
+    assert len(children) == len(LRS)
     assert sorted(c.data.params["lr"] for c in children) == sorted(LRS)
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["runner.sweep_id"] for c in children} == {parent.data.tags["runner.sweep_id"]}

@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.servers import ServerDidNotStart, ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -380,33 +380,6 @@ def never_reinstalls(command: str, scratch: Path, env: dict[str, str]) -> None:
     assert not re.search(r"pip install|-m venv", result.stdout), f"{dry} would re-install:\n{result.stdout}"
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def stop_servers(servers: list[tuple[subprocess.Popen, str, Path]]) -> list[str]:
-    """SIGTERM every server's process group (the server and its workers), wait until each group is empty;
-    returns the commands whose group needed SIGKILL."""
-    for process, _, _ in servers:
-        if group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGTERM)
-    leftover = []
-    for process, command, _ in servers:
-        deadline = time.monotonic() + 30
-        while group_alive(process.pid) and time.monotonic() < deadline:
-            process.poll()  # reap the group's leader once it exits
-            time.sleep(0.5)
-        if group_alive(process.pid):
-            leftover.append(command)
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    return leftover
-
-
 def runs_not_finished(db: Path) -> list[tuple[str, str]]:
     """(run name, status) of every run in the store that is not FINISHED (a FAILED run is a README bug)."""
     import sqlite3
@@ -422,7 +395,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     make_scratch(scratch)
     before = editable_install_state()
     base_env = clean_env()
-    servers: list[tuple[subprocess.Popen, str, Path]] = []
+    servers: list[ServerProcess] = []
     log = []
     started = time.monotonic()
     env = dict(base_env)  # one reader's shell: `export` and `source` lines change it for what follows
@@ -448,17 +421,12 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                     never_reinstalls(step.text, scratch, env)
                 port = server_port(step.text, scratch)
                 assert not port_answers(port), f"README.md:{step.line}: port {port} is taken before `{command}`"
-                out = tmp_path / f"server-{step.line}.log"
-                with open(out, "w") as sink:
-                    process = subprocess.Popen(["bash", "-c", command], cwd=scratch, env=env, stdout=sink,
-                                               stderr=subprocess.STDOUT, start_new_session=True)
-                servers.append((process, command, out))
-                deadline = time.monotonic() + SERVER_START_TIMEOUT
-                while not port_answers(port):
-                    assert process.poll() is None, (f"README.md:{step.line}: `{command}` exited "
-                                                    f"{process.returncode}:\n{out.read_text()[-3000:]}")
-                    assert time.monotonic() < deadline, f"README.md:{step.line}: `{command}`: port {port} silent"
-                    time.sleep(1)
+                servers.append(ServerProcess(["bash", "-c", command], tmp_path / f"server-{step.line}.log",
+                                             cwd=scratch, env=env))
+                try:
+                    servers[-1].start(lambda port=port: port_answers(port), SERVER_START_TIMEOUT, poll_seconds=1)
+                except ServerDidNotStart as error:
+                    pytest.fail(f"README.md:{step.line}: `{command}` on port {port}: {error}")
                 log.append(f"README.md:{step.line}: {time.monotonic() - t0:5.1f}s  {command}  (serving on {port})")
                 continue
             else:
@@ -475,7 +443,8 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                 assert not noise, f"README.md:{step.line}: `{command}` printed warnings:\n" + "\n".join(noise[:10])
             log.append(f"README.md:{step.line}: {time.monotonic() - t0:5.1f}s  {command.splitlines()[0][:110]}")
     finally:
-        leftover = stop_servers(servers)
+        # the whole process group of each (the server and its workers); SIGKILL for a group that outlives SIGTERM
+        leftover = [server.command[-1] for server in servers if not server.stop(term_seconds=30)]
         print("\n".join(log), f"\ntotal {time.monotonic() - started:.0f}s", sep="\n")
     assert not leftover, f"server processes still running 30 s after SIGTERM (killed): {leftover}"
     unfinished = runs_not_finished(scratch / "outputs" / "mlflow.db")

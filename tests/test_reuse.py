@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli_env, compose_config, run_cli, run_cli_recording_imports, store_runs
-from sweep_fixtures import SweepStore, describe, run_sweep
+from helpers import REPO
+from helpers.cli import cli_env, run_cli, run_cli_recording_imports
+from helpers.configs import compose_config
+from helpers.store import store_runs
+from helpers.sweeps import SweepStore, describe, run_sweep
 
 TINY = ["model=mlp", "model.hidden=[4]", "epochs=2", "data.train_stride=64", "trainer.verbose=false",
         "trainer.threads=1"]

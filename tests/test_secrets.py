@@ -10,34 +10,32 @@
 - The UI hint that a run prints runs as printed: executed in a subprocess, it serves the run's store.
 
 PostgreSQL (127.0.0.1:5432, trust auth: any password is accepted, so a random one can prove it was carried
-through) gets fresh databases per test, dropped afterwards. Without PostgreSQL these tests skip, except
-under CI=true, where they fail.
+through) gets fresh databases per test, dropped afterwards. Without PostgreSQL (or pg_dump) these tests skip,
+except under CI=true, where they fail (helpers.require).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import cli_env, run_cli, sqlite_uri
-from server_fixtures import free_port
+from helpers import require
+from helpers.cli import cli_env, run_cli
+from helpers.processes import session_left
+from helpers.servers import create_database, drop_database, free_port, http_ok, serving
+from helpers.store import sqlite_uri
 
 from runner.config.credentials import find_credential
 
 PASSWORD = "Pw" + secrets.token_hex(10)  # unique: any hit below is a leak, not a coincidence
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 UI_START_TIMEOUT = 90.0
 
 
@@ -159,47 +157,25 @@ def test_the_ui_hint_leaves_the_password_out_and_says_where_it_goes(uri, shown, 
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------
-def _url(database: str) -> str:
-    return urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{database}"))
-
-
 def _with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     user = parts.username or "postgres"
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 5432}"))
 
 
-def _admin(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_url("postgres"), autocommit=True, connect_timeout=5) as connection:
-        connection.execute(statement)
-
-
 @pytest.fixture
-def databases() -> Iterator:
+def databases(postgres) -> Iterator:
     """make(): a fresh database's URL (no password in it); every one is dropped after the test."""
-    try:
-        import psycopg
-
-        psycopg.connect(_url("postgres"), connect_timeout=3).close()
-        missing = None if shutil.which("pg_dump") else "pg_dump is not installed"
-    except Exception as error:  # not installed, not reachable
-        missing = f"PostgreSQL is not reachable at {urlsplit(POSTGRES_URL).netloc}: {error}"
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    require(shutil.which("pg_dump"), "pg_dump is not installed")
     names: list[str] = []
 
     def make() -> str:
         names.append(f"runner_secret_test_{uuid.uuid4().hex[:10]}")
-        _admin(f'CREATE DATABASE "{names[-1]}"')
-        return _url(names[-1])
+        return create_database(names[-1])
 
     yield make
     for name in names:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def leaks(secret: str, folder: Path, console: str, database_urls: list[str]) -> list[str]:
@@ -304,11 +280,6 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
 
 
 # -- the UI hint, executed as printed ---------------------------------------------------------------
-def _session_processes(session: int) -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line.strip() for line in listing.splitlines() if int(line.split()[1]) == session]
-
-
 @pytest.mark.slow
 def test_the_printed_ui_command_serves_the_run_store(tmp_path):
     import requests
@@ -324,34 +295,14 @@ def test_the_printed_ui_command_serves_the_run_store(tmp_path):
 
     # From another folder, with no virtualenv on PATH: the command as printed, plus a free port.
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**cli_env(), "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen([*command, "--port", str(port)], cwd=elsewhere, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline, experiments = time.monotonic() + UI_START_TIMEOUT, None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                response = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
-                                        params={"max_results": 100}, timeout=2)
-                if response.status_code == 200:
-                    experiments = [e["name"] for e in response.json().get("experiments", [])]
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        assert process.poll() is None, process.stdout.read().decode(errors="replace")[-2000:]
-        assert experiments is not None and "ui-hint" in experiments
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _session_processes(process.pid) and time.monotonic() < deadline:  # its server workers
-            time.sleep(0.2)
-    assert _session_processes(process.pid) == []
+    with serving([*command, "--port", str(port)], tmp_path / "ui.log", http_ok(f"{base}/health"), cwd=elsewhere,
+                 env=env, timeout=UI_START_TIMEOUT, term_seconds=20) as server:
+        response = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 100}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert "ui-hint" in [e["name"] for e in response.json().get("experiments", [])]
+    assert server.stopped_cleanly, f"SIGTERM left processes of the UI's group: {server.log_tail()}"
+    assert session_left(server.pid) == []  # nor any process of its session in a group of its own

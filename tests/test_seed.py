@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MLP, finished_run, pointed_at, run_job_in_process
+from helpers.configs import TINY_MLP, pointed_at, run_job_in_process
+from helpers.store import finished_run
 from omegaconf import open_dict
 
 COMPARED = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "best_val_loss")

@@ -8,8 +8,9 @@ import time
 
 import pytest
 import yaml
-from conftest import TINY_MLP, run_cli
-from server_fixtures import SWEEP_LRS, free_port
+from helpers.cli import run_cli
+from helpers.configs import TINY_MLP
+from helpers.servers import SWEEP_LRS, free_port
 
 EPOCH_METRICS = ("loss", "val_loss")
 SCORES = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "test_mape_weekly_naive",
@@ -85,6 +86,7 @@ def test_a_joblib_sweep_records_every_job_as_a_child_of_one_parent(server_sweep)
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_joblib_sweep_records_every_epoch_of_every_job(server_sweep):
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     for child in server_sweep.children:
         assert_every_epoch_logged(server_sweep.client, child)
         assert {"val_mape", "test_mape"} <= set(child.data.metrics)
@@ -94,6 +96,7 @@ def test_a_joblib_sweep_records_every_epoch_of_every_job(server_sweep):
 @pytest.mark.slow
 def test_the_post_sweep_hook_registers_and_aliases_the_winner_through_the_server(server_sweep):
     client = server_sweep.client
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     best = min(server_sweep.children, key=lambda c: c.data.metrics["val_mape"])
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.run_id == best.info.run_id
@@ -131,7 +134,7 @@ def test_the_server_script_names_an_unreachable_postgresql_in_one_line(tmp_path)
     import subprocess
     import sys
 
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://postgres@127.0.0.1:1",
                            "--port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")],
@@ -145,7 +148,7 @@ def test_the_server_script_refuses_an_embedded_store_that_does_not_exist(tmp_pat
     import subprocess
     import sys
 
-    from server_fixtures import SERVER_SCRIPT
+    from helpers.servers import SERVER_SCRIPT
 
     done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs")],
                           capture_output=True, text=True, timeout=120)

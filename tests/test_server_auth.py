@@ -8,7 +8,8 @@ import base64
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MLP, run_cli
+from helpers.cli import run_cli
+from helpers.configs import TINY_MLP
 
 pytestmark = [pytest.mark.postgres]
 

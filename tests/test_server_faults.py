@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MLP, cli_env
-from server_fixtures import TrackingServer
+from helpers.cli import cli_env
+from helpers.configs import TINY_MLP
+from helpers.servers import TrackingServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

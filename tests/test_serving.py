@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -25,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_env
-from sweep_fixtures import MODEL_NAME, TINY, SweepStore, describe, run_sweep
+from helpers.cli import cli_env
+from helpers.servers import ServerProcess, free_port, http_ok, serving
+from helpers.sweeps import MODEL_NAME, TINY, SweepStore, describe, run_sweep
 
 from runner.forecast import series
 
@@ -102,52 +100,17 @@ def assert_same_forecast(predictions: list[dict], expected: pd.DataFrame) -> Non
     np.testing.assert_allclose([p["forecast_mw"] for p in predictions], expected["forecast_mw"], rtol=1e-5)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @contextmanager
-def model_server(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def model_server(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, ServerProcess]]:
     """`mlflow models serve -m models:/NAME@champion --env-manager local` in its own process group (it
-    execs uvicorn in a child); yields (base URL, process); stops the whole group on the way out."""
+    execs uvicorn in a child), answering /ping; yields (base URL, server); stops the whole group on the way out."""
     port = free_port()
-    log = (cwd / "serve.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            assert server.poll() is None, f"the server exited {server.returncode}:\n{(cwd / 'serve.log').read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no answer on {url}/ping:\n{(cwd / 'serve.log').read_text()}"
-            time.sleep(1)
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host", "127.0.0.1",
+               "--port", str(port)]
+    with serving(command, cwd / "serve.log", http_ok(f"{url}/ping"), cwd=cwd, env=env, timeout=SERVER_START_TIMEOUT,
+                 term_seconds=30) as server:
         yield url, server
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
 
 
 def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_history(
@@ -171,12 +134,8 @@ def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_
         status, answer = post(f"{url}/invocations", split_body(history.iloc[-(need - 1):]))
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert answer["message"].endswith(f"history has {need - 1} rows; this model needs at least {need}"), answer
-        pgid = server.pid
-    assert server.returncode is not None
-    deadline = time.monotonic() + 30
-    while group_alive(pgid) and time.monotonic() < deadline:  # uvicorn, the child, goes with its parent
-        time.sleep(0.5)
-    assert not group_alive(pgid), "a process of the server's group is still running"
+    # SIGTERM to the group ended it all: uvicorn, the child, went with its parent
+    assert server.stopped_cleanly, f"a process of the server's group outlived SIGTERM:\n{server.log_tail()}"
 
 
 def test_mlflow_models_predict_on_a_csv_of_integer_mw_gives_the_same_forecast(served_env, history, expected,

@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from conftest import sqlite_uri
+from helpers.store import sqlite_uri
 
 from runner.contract import HEARTBEAT_SECONDS_TAG, HEARTBEAT_TAG
 

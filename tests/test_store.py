@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import cli_env, run_cli, sqlite_uri, store_runs
+from helpers.cli import cli_env, run_cli
+from helpers.store import sqlite_uri, store_runs
 
 from runner.tracking import resolve_store
 

@@ -13,8 +13,9 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import BROKEN_MODEL, CONF_DIR, broken_model
-from sweep_fixtures import (
+from helpers import CONF_DIR
+from helpers.cli import BROKEN_MODEL, broken_model
+from helpers.sweeps import (
     MODEL_NAME,
     NAIVE_VAL_MAPE,
     TINY,
@@ -49,6 +50,7 @@ def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
     assert parent.data.tags["runner.sweep_dir"].endswith(folder.name)
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(i) for i in range(jobs)]
 
+    assert len(children) == jobs
     assert [r.data.tags["runner.job_num"] for r in children] == [str(i) for i in range(jobs)]
     for run in children:
         assert run.info.status == "FINISHED"
@@ -174,6 +176,7 @@ def test_joblib_sweep_is_a_parent_with_child_runs_and_promotes_the_best(joblib_s
 def test_joblib_sweep_loses_no_metric(joblib_sweep):
     _, children = joblib_sweep.runs()
     client = joblib_sweep.store.client
+    assert len(children) == 4  # lr=0.001,0.01 x epochs=1,2
     for run in children:
         epochs_run = int(run.data.metrics["epochs_run"])
         assert epochs_run == int(run.data.params["epochs"])  # patience is larger than two epochs
@@ -195,6 +198,7 @@ def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
 def test_optuna_preset_sweep_is_a_parent_with_child_runs_and_promotes_the_best(optuna_sweep):
     parent, children = check_first_sweep(optuna_sweep, jobs=3)
     assert parent.data.tags["runner.sweeper"] == "OptunaSweeper"
+    assert len(children) == 3
     for run in children:  # the preset's search space was sampled
         assert run.data.params["model.name"] in ("lstm", "gru")
         assert run.data.params["data.window"] in ("96", "192", "336")

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, sqlite_uri
-from server_fixtures import REPO, SERVER_SCRIPT, free_port
+from helpers import REPO, require
+from helpers.cli import run_cli
+from helpers.servers import SERVER_SCRIPT, SWEEP_LRS, free_port, http_ok, serving
+from helpers.store import sqlite_uri
+from playwright.sync_api import sync_playwright  # a hard dependency of the suite: the dev extra installs '.[ui]'
 
 pytestmark = [pytest.mark.slow]
 
@@ -30,11 +32,9 @@ UI_TIMEOUT_MS = 90_000  # the single-page app loads its bundle, then queries the
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
-    """One headless Chromium for the session."""
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[ui]'")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed: apt-get install -y chromium")
-    playwright = playwright_api.sync_playwright().start()
+    """One headless Chromium for the session (Debian's: skipped without it, failed under CI=true)."""
+    require(CHROMIUM.exists(), "Debian's chromium is not installed: apt-get install -y chromium")
+    playwright = sync_playwright().start()
     chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     try:
         yield chromium
@@ -62,6 +62,7 @@ def keep_screenshot(page, tmp_path: Path, name: str, full_page: bool = True) -> 
 
 def show_sweep_in_runs_page(page, base_url: str, experiment_id: str, parent_id: str, child_ids: list[str]) -> None:
     """Open the experiment's runs page, find the parent run, expand it and find every child."""
+    assert child_ids, "a sweep without children shows nothing to expand"
     page.goto(f"{base_url}/#/experiments/{experiment_id}/runs")
     parent_link = page.locator(f'a[href$="/runs/{parent_id}"]')
     parent_link.wait_for(timeout=UI_TIMEOUT_MS)
@@ -84,6 +85,7 @@ def champion_row_text(page, base_url: str, model_name: str) -> str:
 # -- the shared tracking server after a real joblib sweep -------------------------------------------
 @pytest.mark.postgres
 def test_the_experiment_page_shows_the_sweep_parent_with_its_children(server_sweep, page, tmp_path):
+    assert len(server_sweep.children) == len(SWEEP_LRS)
     show_sweep_in_runs_page(page, server_sweep.server.uri, server_sweep.experiment_id,
                             server_sweep.parent.info.run_id, [c.info.run_id for c in server_sweep.children])
     assert page.get_by_text(server_sweep.parent.info.run_name).count() >= 1
@@ -105,31 +107,11 @@ def serve_embedded(folder: Path) -> Iterator[str]:
     """`scripts/mlflow-server --embedded <folder>/outputs` (what `make ui` runs) until the block ends;
     yields its base URL."""
     port = free_port()
-    log = (folder / "ui.log").open("w")
-    process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"),
-                                "--port", str(port), "--workers", "1"],
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    import os
-    import signal
-
-    import requests
-
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (folder / "ui.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the UI did not start"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"), "--port", str(port),
+               "--workers", "1"]
+    with serving(command, folder / "ui.log", http_ok(f"{base_url}/health")):
+        yield base_url
 
 
 @pytest.fixture
@@ -167,8 +149,7 @@ def moved_ui(tmp_path) -> Iterator[tuple[str, Path, object]]:
     """The embedded store of tmp_path/outputs with a synthetic sweep (nothing trained) decided by the
     default policy, a second version, and then MOVES recorded moves of `champion` between the two; a
     second model holds as many moves in the format written before this change. Then the UI on it."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from sweep_fixtures import SyntheticStore, make_policy
+    from helpers.sweeps import SyntheticStore, make_policy
 
     synthetic = SyntheticStore(tmp_path / "outputs")
     registry = synthetic.registry()

@@ -1,4 +1,4 @@
-"""Helpers for the sweep and promotion tests (tests/test_sweeps.py, test_promotion.py, test_policy.py).
+"""Sweeps for the sweep and promotion tests (tests/test_sweeps.py, test_promotion.py, test_policy.py, ...).
 
 - `run_sweep`: `python -m runner --multirun ...` as a subprocess on the embedded store of `cwd`, and a
   `SweepStore` view of that store (parent and child runs, the decision report, the registry).
@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import CONF_DIR, CliResult, run_cli, sqlite_uri, store_runs
 from omegaconf import OmegaConf
+
+from helpers import CONF_DIR
+from helpers.cli import CliResult, run_cli
+from helpers.store import sqlite_uri, store_runs
 
 # The tiny settings every CLI sweep uses (model=naive trains nothing and scores val_mape 3.7515).
 TINY = ["epochs=1", "data.train_stride=16"]
