@@ -259,4 +259,5 @@ def test_dependencies_point_from_the_commands_to_the_sides_never_back():
                        if name.startswith(("runner.registry", "runner.sweep", "runner.job", "runner.app"))]
     assert upward == []
     forecaster = ast.parse((REPO / "runner" / "forecast" / "forecaster.py").read_text())
-    assert not [n for n in ast.walk(forecaster) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("runner")]
+    assert not [n for n in ast.walk(forecaster)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("runner")]
