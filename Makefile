@@ -39,9 +39,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "pytest: no tests collected"; \
 		[ $$code -eq 5 ] || exit $$code; }
 
-# The development loop: the tests not marked slow (no training beyond a few seconds), about 3 minutes.
+# The development loop: the tests not marked slow (no training beyond a few seconds) on every core
+# (pytest-xdist), about 3 minutes here. CI runs `make test`: everything, one test at a time.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -q -n auto $(PYTEST_ARGS)
 
 LINTED := runner models tests bench scripts/mlflow-server
 lint: $(STAMP)

@@ -176,7 +176,7 @@ def reuse_plan(config: DictConfig, jobs: list[PlannedJob]) -> list[tuple[Planned
     from runner import reuse
     from runner.forecast import series
     from runner.job import protocol_tag, resolved_config
-    from runner.tracking import resolve_store, sqlite_path
+    from runner.tracking import prepare_store, resolve_store, sqlite_path
 
     if not jobs:
         return []
@@ -185,6 +185,7 @@ def reuse_plan(config: DictConfig, jobs: list[PlannedJob]) -> list[tuple[Planned
     database = sqlite_path(store.tracking_uri)
     experiment = None
     if database is None or database.is_file():
+        prepare_store(store)  # an existing database: its migrations, if any, under the store's lock
         client = MlflowClient(tracking_uri=store.tracking_uri)
         experiment = client.get_experiment_by_name(c.experiment_name)
     plan = []

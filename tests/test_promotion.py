@@ -493,9 +493,9 @@ def test_the_parent_run_carries_the_sweeps_outcome(synthetic, model_name, caplog
     by_id = {r.info.run_id: r for r in runs}
     a, b = by_id[first.parent_run_id], by_id[second.parent_run_id]
     assert a.data.metrics == {"best_val_mape": 4.0, "jobs": 3.0, "jobs_finished": 2.0, "jobs_failed": 1.0,
-                              "jobs_rejected": 0.0, "jobs_ranked": 2.0}
+                              "jobs_rejected": 0.0, "jobs_ranked": 2.0, "jobs_reused": 0.0}
     assert b.data.metrics == {"best_val_mape": 4.25, "jobs": 2.0, "jobs_finished": 2.0, "jobs_failed": 0.0,
-                              "jobs_rejected": 1.0, "jobs_ranked": 1.0}
+                              "jobs_rejected": 1.0, "jobs_ranked": 1.0, "jobs_reused": 0.0}
     assert (a.data.tags["runner.decision"], a.data.tags["runner.registered_version"],
             a.data.tags["runner.champion_version"]) == ("promoted", "1", "1")
     assert (b.data.tags["runner.decision"], b.data.tags["runner.registered_version"],
