@@ -66,11 +66,21 @@ def register_with_hydra() -> None:
 class ResumableOptunaSweeper(OptunaSweeper):
     """hydra_plugins.hydra_optuna_sweeper's OptunaSweeper (same config keys), resuming its study."""
 
-    def __init__(self, sampler: Any, direction: Any, storage: Any | None, study_name: str | None, n_trials: int,
-                 n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None) -> None:
-        super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-                         custom_search_space, params)
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: Any | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+    ) -> None:
+        super().__init__(
+            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params
+        )
         self.sampler_config = sampler
         self.heartbeat_seconds = DEFAULT_HEARTBEAT_SECONDS
         self.heartbeat: _Heartbeat | None = None
@@ -116,8 +126,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 complete = _count(storage, impl.study_name, optuna.trial.TrialState.COMPLETE)
                 batch = max(0, min(budget - ran, target - complete, max(1, impl.n_jobs or 1)))
                 if batch == 0 and 0 < ran < budget:
-                    log.info(f"study {impl.study_name}: {complete} of {target} trials complete (other sweeps added "
-                             f"some): stopping after {ran} trial(s)")
+                    log.info(
+                        f"study {impl.study_name}: {complete} of {target} trials complete (other sweeps added "
+                        f"some): stopping after {ran} trial(s)"
+                    )
                 impl.n_trials = batch  # 0: the library only writes optimization_results.yaml
                 if batch == 0:  # into the sweep folder, which only a launch would have made
                     Path(str(impl.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -154,8 +166,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         from hydra.utils import instantiate
 
         derived = int(np.random.SeedSequence([int(seed) % 2**32, trials]).generate_state(1)[0])
-        return instantiate(OmegaConf.merge(self.sampler_config, {"seed": derived}),
-                           _execution_whitelist_=SAMPLER_WHITELIST)
+        return instantiate(
+            OmegaConf.merge(self.sampler_config, {"seed": derived}), _execution_whitelist_=SAMPLER_WHITELIST
+        )
 
 
 class _Found:
@@ -169,8 +182,12 @@ def _heartbeat_storage(url: str, heartbeat_seconds: float):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval is "experimental"
-        return RDBStorage(url, heartbeat_interval=heartbeat_seconds, grace_period=GRACE_BEATS * heartbeat_seconds,
-                          heartbeat_stale_trial_callback=_StaleTrials.record)
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=GRACE_BEATS * heartbeat_seconds,
+            heartbeat_stale_trial_callback=_StaleTrials.record,
+        )
 
 
 class _StaleTrials:
@@ -212,11 +229,15 @@ def _resume_study(storage, study_name: str, target: int, heartbeat_seconds: floa
     parts = [f"study {study_name}: resuming, {complete} of {target} trials complete"]
     if _StaleTrials.numbers:
         stale = len(_StaleTrials.numbers)
-        parts.append(f"{stale} stale trial{'s' if stale > 1 else ''} marked failed "
-                     f"(#{', #'.join(map(str, sorted(_StaleTrials.numbers)))})")
+        parts.append(
+            f"{stale} stale trial{'s' if stale > 1 else ''} marked failed "
+            f"(#{', #'.join(map(str, sorted(_StaleTrials.numbers)))})"
+        )
     if running:
-        parts.append(f"{running} still RUNNING and not counted (another sweep's, or a killed one's whose last "
-                     f"heartbeat is under {GRACE_BEATS * heartbeat_seconds:g} s old)")
+        parts.append(
+            f"{running} still RUNNING and not counted (another sweep's, or a killed one's whose last "
+            f"heartbeat is under {GRACE_BEATS * heartbeat_seconds:g} s old)"
+        )
     parts.append(f"{to_run} to run" if to_run else "nothing to run")
     log.info(", ".join(parts))
     return _Found(len(trials), complete)
@@ -240,7 +261,8 @@ def _grid_size(impl, arguments: list[str]) -> int:
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     space, fixed, _ = create_params_from_overrides(
-        [f"{k!s}={v}" for k, v in (impl.params or {}).items()] + list(arguments))
+        [f"{k!s}={v}" for k, v in (impl.params or {}).items()] + list(arguments)
+    )
     return math.prod(len(impl._to_grid_sampler_choices(d)) for name, d in space.items() if name not in fixed)
 
 
