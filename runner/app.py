@@ -167,7 +167,9 @@ def main() -> None:
 
     refuse_credentials(sys.argv[1:])  # before Hydra writes the command line into .hydra/ and multirun.yaml
     from runner import interrupts
+    from runner.optuna_resume import register_with_hydra
 
+    register_with_hydra()  # sweep=optuna's hydra.sweeper._target_ (Hydra instantiates only plugins it knows)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m runner --help | head` ends quietly
     # SIGTERM (a scheduler, `kill`) as Ctrl-C, and neither may cut a write to the store; a sweep's
     # workers inherit the main pid and know they are workers (runner.interrupts)

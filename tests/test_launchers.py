@@ -82,11 +82,13 @@ def test_two_sweeps_resume_one_optuna_study_in_postgresql(optuna_storage, tmp_pa
 
     # gru with fixed units and window: the sweeper searches only lr and dropout (a CLI value wins over
     # the preset's search space), which keeps each trial to a few seconds
-    args = ["--multirun", "sweep=optuna_shared", "hydra.sweeper.n_trials=2", "model=gru", "model.units=8",
-            "data.window=96", "epochs=1", "data.train_stride=16"]
-    for sweep in (1, 2):
-        cli = run_cli(args, tmp_path, env={"OPTUNA_STORAGE": optuna_storage})
+    args = ["--multirun", "sweep=optuna_shared", "model=gru", "model.units=8", "data.window=96", "epochs=1",
+            "data.train_stride=16"]
+    # n_trials is the number of complete trials the study should hold: the second sweep runs the 2 it misses
+    for sweep, n_trials in ((1, 2), (2, 4)):
+        cli = run_cli([*args, f"hydra.sweeper.n_trials={n_trials}"], tmp_path, env={"OPTUNA_STORAGE": optuna_storage})
         assert cli.returncode == 0, f"sweep {sweep}:\n{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}"
+    assert "study uk-demand-shared: resuming, 2 of 4 trials complete, 2 to run" in cli.stdout
 
     study = optuna.load_study(study_name="uk-demand-shared", storage=optuna_storage)
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -96,6 +98,7 @@ def test_two_sweeps_resume_one_optuna_study_in_postgresql(optuna_storage, tmp_pa
     assert len(parents) == 2
     second = max(parents, key=lambda p: p.info.start_time)
     second_children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
+    assert len(second_children) == 2
     # the second sweep's runs are the study's trials 2 and 3 (same sampled learning rates)
     assert sorted(float(c.data.params["lr"]) for c in second_children) == pytest.approx(
         sorted(t.params["lr"] for t in trials[2:]))

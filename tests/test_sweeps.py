@@ -197,7 +197,7 @@ def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
 @pytest.mark.slow
 def test_optuna_preset_sweep_is_a_parent_with_child_runs_and_promotes_the_best(optuna_sweep):
     parent, children = check_first_sweep(optuna_sweep, jobs=3)
-    assert parent.data.tags["runner.sweeper"] == "OptunaSweeper"
+    assert parent.data.tags["runner.sweeper"] == "ResumableOptunaSweeper"  # conf/sweep/optuna.yaml's
     assert len(children) == 3
     for run in children:  # the preset's search space was sampled
         assert run.data.params["model.name"] in ("lstm", "gru")
