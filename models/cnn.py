@@ -18,8 +18,11 @@ class Params:
 
     def __post_init__(self):
         check_positive(
-            filters=self.filters, kernel_size=self.kernel_size, layers=self.layers,
-            pool_size=self.pool_size, dense_units=self.dense_units,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            layers=self.layers,
+            pool_size=self.pool_size,
+            dense_units=self.dense_units,
         )
         check_fraction(dropout=self.dropout)
 
@@ -32,8 +35,9 @@ def build(input_shapes, horizon, params: Params):
         raise ValueError("model: a convolutional network needs 'recent' in data.features")
     x = inputs["recent"]
     for i in range(params.layers):
-        x = keras.layers.Conv1D(params.filters, params.kernel_size, padding="causal", activation="relu",
-                                name=f"conv_{i}")(x)
+        x = keras.layers.Conv1D(
+            params.filters, params.kernel_size, padding="causal", activation="relu", name=f"conv_{i}"
+        )(x)
         x = keras.layers.MaxPooling1D(params.pool_size, padding="same")(x)
     x = keras.layers.Flatten()(x)
     others = flat_inputs({k: v for k, v in inputs.items() if k != "recent"})

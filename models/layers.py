@@ -37,8 +37,12 @@ def forecast_head(features, inputs: dict, horizon: int, naive_skip: bool = True,
     base = seasonal_base(inputs, horizon) if naive_skip else None
     skip = base is not None
     # With the skip, a zero-initialised head makes the untrained network exactly the seasonal naive.
-    out = keras.layers.Dense(horizon, kernel_regularizer=regularizer, name="forecast",
-                             kernel_initializer="zeros" if skip else "glorot_uniform")(features)
+    out = keras.layers.Dense(
+        horizon,
+        kernel_regularizer=regularizer,
+        name="forecast",
+        kernel_initializer="zeros" if skip else "glorot_uniform",
+    )(features)
     if skip:
         out = keras.layers.Add(name="plus_seasonal_naive")([out, base])
     return out

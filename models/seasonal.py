@@ -37,7 +37,8 @@ def build(input_shapes, horizon, params: Params):
     deviation = layers.Subtract(name="now_minus_weeks_ago")([last_day, lags[:, :, :horizon]])
     base = seasonal_base(inputs, horizon)
     regularizer = keras.regularizers.L2(params.l2) if params.l2 else None
-    correction = layers.Dense(horizon, use_bias=params.bias, kernel_initializer="zeros",
-                              kernel_regularizer=regularizer, name="correction")(layers.Flatten()(deviation))
+    correction = layers.Dense(
+        horizon, use_bias=params.bias, kernel_initializer="zeros", kernel_regularizer=regularizer, name="correction"
+    )(layers.Flatten()(deviation))
     out = layers.Add(name="forecast")([base, correction])
     return keras.Model(inputs, out, name="seasonal")

@@ -99,8 +99,11 @@ def task(cfg: DictConfig) -> float:
         raise SystemExit(fail(f"{type(error).__name__}: {one_line(error)}{where}", EXIT_FAILED)) from None
     metric = validated.config.registry.metric
     if ctx.multirun:
-        how = (f"reused run {result.reused_from[:8]} (not trained)" if result.reused_from
-               else f"{result.seconds:5.1f}s  run {result.run_id[:8]}")
+        how = (
+            f"reused run {result.reused_from[:8]} (not trained)"
+            if result.reused_from
+            else f"{result.seconds:5.1f}s  run {result.run_id[:8]}"
+        )
         log.info(
             f"#{ctx.job_num:<3} {result.run_name:<40} {metric} {format_metric(metric, result.objective)}  "
             f"test_mape {result.metrics['test_mape']:.3f}%  {how}"
@@ -119,8 +122,10 @@ def print_run_summary(result, metric: str) -> None:
     m = result.metrics
     log.info(f"run {result.run_id}  {result.run_name}  FINISHED in {result.seconds:.1f}s")
     chosen = "" if metric == "val_mape" else f"{metric} {format_metric(metric, result.objective)}  "
-    log.info(f"  {chosen}val_mape {m['val_mape']:.3f}%  test_mape {m['test_mape']:.3f}% "
-             f"(weekly naive {m['test_mape_weekly_naive']:.2f}%)  best epoch {int(m['best_epoch'])}")
+    log.info(
+        f"  {chosen}val_mape {m['val_mape']:.3f}%  test_mape {m['test_mape']:.3f}% "
+        f"(weekly naive {m['test_mape_weekly_naive']:.2f}%)  best epoch {int(m['best_epoch'])}"
+    )
     log.info(f"  open the UI: {result.ui_command}")
 
 
@@ -138,8 +143,10 @@ def one_line(error: BaseException) -> str:
     if refused:
         key = re.search(r"full_key: (\S+)", text)
         where = f"{key.group(1)}._target_" if key else "_target_"
-        return (f"{where}: {refused.group(1)!r} may not run from a config: allowed are the runner's callback and "
-                "Hydra's launchers and sweepers (runner.app.EXECUTION_WHITELIST)")
+        return (
+            f"{where}: {refused.group(1)!r} may not run from a config: allowed are the runner's callback and "
+            "Hydra's launchers and sweepers (runner.app.EXECUTION_WHITELIST)"
+        )
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)

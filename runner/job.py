@@ -126,10 +126,16 @@ def run_name(model_name: str, overrides: Sequence[str]) -> str:
 
 def git_state(directory: Path) -> dict[str, str]:
     try:
-        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     return {GIT_COMMIT_TAG: commit, "mlflow.source.git.commit": commit, GIT_DIRTY_TAG: str(bool(dirty)).lower()}
@@ -140,8 +146,6 @@ def _user() -> str:
     from runner.tracking import login_name
 
     return os.environ.get("MLFLOW_TRACKING_USERNAME") or login_name()
-
-
 
 
 @dataclass
@@ -200,8 +204,9 @@ def run_job(cfg: DictConfig, validated: Validated, ctx: JobContext) -> JobResult
     tags[JOB_IDENTITY_TAG] = identity
     tags[CODE_VERSION_TAG] = reuse.code_version()
 
-    tracker = ExperimentTracker(config.experiment_name, store.tracking_uri,
-                                heartbeat_seconds=config.tracking.heartbeat_seconds)
+    tracker = ExperimentTracker(
+        config.experiment_name, store.tracking_uri, heartbeat_seconds=config.tracking.heartbeat_seconds
+    )
     parent_run_id = sweep_parent_run_id(tracker, ctx.sweep_id) if ctx.sweep_id else None
     if ctx.sweep_id and config.reuse.enabled:
         reused = _reuse_finished_run(tracker, config, ctx, name, tags, parent_run_id, identity, store, started)
@@ -225,15 +230,18 @@ def _reuse_finished_run(tracker, config, ctx, name, tags, parent_run_id, identit
     if found.stale:
         closed = reuse.close_stale(tracker.client, found.stale, actor=f"sweep {ctx.sweep_id}")
         if closed:
-            log.info(f"#{ctx.job_num} {name}: closed {len(closed)} stale run(s) of this job as FAILED "
-                     f"({', '.join(r[:8] for r in closed)}); it trains again")
+            log.info(
+                f"#{ctx.job_num} {name}: closed {len(closed)} stale run(s) of this job as FAILED "
+                f"({', '.join(r[:8] for r in closed)}); it trains again"
+            )
     running = [r for r in found.running if r.data.tags.get(SWEEP_ID_TAG) != ctx.sweep_id]
     if running:
         other = running[0]
         raise RunnerError(
             f"job {ctx.job_num} ({name}): run {other.info.run_id} with the same identity is RUNNING with a fresh "
             f"heartbeat (sweep {other.data.tags.get(SWEEP_ID_TAG, '-')}), so it may still be training elsewhere; "
-            f"wait for it or stop it, or run with reuse.enabled=false")
+            f"wait for it or stop it, or run with reuse.enabled=false"
+        )
     if found.reusable is None:
         return None
     original = found.reusable
@@ -246,8 +254,16 @@ def _reuse_finished_run(tracker, config, ctx, name, tags, parent_run_id, identit
     interrupts.raise_pending()
     metrics = dict(original.data.metrics)
     objective = metrics.get(config.registry.metric, math.nan)
-    return JobResult(record, name, objective, metrics, time.perf_counter() - started, store.tracking_uri,
-                     store.ui_command(), reused_from=original.info.run_id)
+    return JobResult(
+        record,
+        name,
+        objective,
+        metrics,
+        time.perf_counter() - started,
+        store.tracking_uri,
+        store.ui_command(),
+        reused_from=original.info.run_id,
+    )
 
 
 def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, data, store, started):
@@ -281,8 +297,9 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
             status = "KILLED"
             raise interrupts.interrupt_for(state.stopping) from error
         if isinstance(error, interrupts.TimeLimitExceeded):
-            _set_reason(tracker, f"time limit: ran past trainer.time_limit_seconds="
-                                 f"{config.trainer.time_limit_seconds:g}")
+            _set_reason(
+                tracker, f"time limit: ran past trainer.time_limit_seconds={config.trainer.time_limit_seconds:g}"
+            )
         _log_traceback(tracker, ctx.output_dir)
         raise
     finally:
@@ -296,8 +313,9 @@ def _tracked(cfg, validated, ctx, config, tracker, name, tags, parent_run_id, da
             state.job = state.closing = False
         interrupts.raise_pending()  # a signal that waited for the run's end (when nothing else is leaving)
     objective = metrics[config.registry.metric]
-    return JobResult(run_id, name, objective, metrics, time.perf_counter() - started,
-                     store.tracking_uri, store.ui_command())
+    return JobResult(
+        run_id, name, objective, metrics, time.perf_counter() - started, store.tracking_uri, store.ui_command()
+    )
 
 
 def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseException | None) -> None:
@@ -306,8 +324,10 @@ def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseExc
     from runner.contract import STALE_RUNS_COMMAND
 
     first = (str(error).strip().splitlines() or [""])[0]
-    message = (f"could not record the end of run {run_id} ({status}): {type(error).__name__}: {redact_uri(first)}; "
-               f"the run stays RUNNING in the store until `{STALE_RUNS_COMMAND}` closes it")
+    message = (
+        f"could not record the end of run {run_id} ({status}): {type(error).__name__}: {redact_uri(first)}; "
+        f"the run stays RUNNING in the store until `{STALE_RUNS_COMMAND}` closes it"
+    )
     if isinstance(leaving, KeyboardInterrupt):
         print(f"error: {message}", file=sys.stderr)
         return
@@ -316,11 +336,13 @@ def _unrecorded_end(run_id: str, status: str, error: Exception, leaving: BaseExc
 
 def sweep_parent_run_id(tracker, sweep_id: str) -> str:
     """The parent run the sweep's start hook opened (one store query: works for jobs on any machine)."""
-    runs = tracker.search_runs(f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{SWEEP_ROLE_TAG}` = 'parent'",
-                               max_results=2)
+    runs = tracker.search_runs(
+        f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and tags.`{SWEEP_ROLE_TAG}` = 'parent'", max_results=2
+    )
     if len(runs) != 1:
-        raise RuntimeError(f"sweep {sweep_id}: expected one parent run in experiment "
-                           f"{tracker.experiment_name!r}, found {len(runs)}")
+        raise RuntimeError(
+            f"sweep {sweep_id}: expected one parent run in experiment {tracker.experiment_name!r}, found {len(runs)}"
+        )
     return runs[0]["run_id"]
 
 
@@ -354,11 +376,15 @@ def check_finite(metrics: dict[str, float], mape_by_lead, forecasts, trained: bo
         return
     forecasts_finite = all(np.isfinite(f).all() for f in forecasts)
     if trained and not forecasts_finite:
-        raise DivergedError(f"{', '.join(bad)} not finite: the network's forecasts are not finite numbers "
-                            "(the network diverged; try a smaller lr)")
+        raise DivergedError(
+            f"{', '.join(bad)} not finite: the network's forecasts are not finite numbers "
+            "(the network diverged; try a smaller lr)"
+        )
     source = "the forecasts" if not forecasts_finite else "the data (a zero or non-finite demand value?)"
-    raise NonFiniteMetric(f"{', '.join(bad)} would be {metrics.get(bad[0], 'NaN or infinite')}, from {source}; "
-                          "not logged, the run ends FAILED")
+    raise NonFiniteMetric(
+        f"{', '.join(bad)} would be {metrics.get(bad[0], 'NaN or infinite')}, from {source}; "
+        "not logged, the run ends FAILED"
+    )
 
 
 def _log_traceback(tracker, output_dir: Path) -> None:
@@ -407,8 +433,9 @@ class Prepared:
         return origin_arrays(self.values, self.timestamps, self.prep, origins)
 
 
-def origin_arrays(values: np.ndarray, timestamps: pd.DatetimeIndex, prep: Preprocessing,
-                  origins: np.ndarray) -> tuple[dict, np.ndarray]:
+def origin_arrays(
+    values: np.ndarray, timestamps: pd.DatetimeIndex, prep: Preprocessing, origins: np.ndarray
+) -> tuple[dict, np.ndarray]:
     """(inputs, targets) for these origins, normalised as the network sees them."""
     from runner.forecast import forecaster
 
@@ -455,15 +482,23 @@ def prepare_data(config, frame) -> Prepared:
 
     values = frame["demand_mw"].to_numpy()
     timestamps = pd.DatetimeIndex(frame["timestamp"])
-    prep = forecaster.Preprocessing(window=config.data.window, features=list(config.data.features),
-                                    lag_weeks=config.data.lag_weeks)
+    prep = forecaster.Preprocessing(
+        window=config.data.window, features=list(config.data.features), lag_weeks=config.data.lag_weeks
+    )
     s = config.data.split
-    split = series.split_origins(len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks,
-                                 config.data.train_stride)
+    split = series.split_origins(
+        len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks, config.data.train_stride
+    )
     prep.scale = forecaster.fit_scale(values, split.train)  # training weeks only
-    return Prepared(frame, values, timestamps, prep, split,
-                    train=origin_arrays(values, timestamps, prep, split.train),
-                    val=origin_arrays(values, timestamps, prep, split.val))
+    return Prepared(
+        frame,
+        values,
+        timestamps,
+        prep,
+        split,
+        train=origin_arrays(values, timestamps, prep, split.train),
+        val=origin_arrays(values, timestamps, prep, split.val),
+    )
 
 
 def new_network(validated: Validated, prepared: Prepared):
@@ -477,8 +512,10 @@ def new_network(validated: Validated, prepared: Prepared):
     build = get_method(validated.builder)
     with interrupts.native():
         network = build(forecaster.input_shapes(prepared.prep), forecaster.HORIZON, validated.model_params)
-        network.compile(optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
-                        loss=training.make_loss(t.loss, prepared.prep.scale))
+        network.compile(
+            optimizer=training.make_optimizer(t.optimizer, config.lr, t.clipnorm, t.weight_decay),
+            loss=training.make_loss(t.loss, prepared.prep.scale),
+        )
     return network
 
 
@@ -499,8 +536,16 @@ def train(validated: Validated, prepared: Prepared, tracker, *, quiet: bool) -> 
         else:
             log.info(line)
 
-    fit = training.fit(network, prepared.train, prepared.val, epochs=config.epochs, batch_size=config.batch_size,
-                       patience=t.patience, min_delta=t.min_delta, on_epoch_end=on_epoch_end)
+    fit = training.fit(
+        network,
+        prepared.train,
+        prepared.val,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        patience=t.patience,
+        min_delta=t.min_delta,
+        on_epoch_end=on_epoch_end,
+    )
     return Trained(network, fit)
 
 
@@ -516,10 +561,13 @@ def refit(validated: Validated, prepared: Prepared, trained: Trained, tracker) -
     training.configure_tensorflow(config.seed, training.thread_budget(config.trainer.threads))
     network = new_network(validated, prepared)
     both = np.concatenate([prepared.split.train, prepared.split.val])
-    seconds = training.refit(network, prepared.arrays(both), epochs=trained.fit.best_epoch,
-                             batch_size=config.batch_size,
-                             on_epoch_end=lambda epoch, logs: tracker.log_metrics(
-                                 {f"refit_{k}": v for k, v in logs.items()}, step=epoch))
+    seconds = training.refit(
+        network,
+        prepared.arrays(both),
+        epochs=trained.fit.best_epoch,
+        batch_size=config.batch_size,
+        on_epoch_end=lambda epoch, logs: tracker.log_metrics({f"refit_{k}": v for k, v in logs.items()}, step=epoch),
+    )
     return Trained(network, replace(trained.fit, train_seconds=trained.fit.train_seconds + seconds))
 
 
@@ -563,8 +611,9 @@ def log_scores(tracker, trained: Trained, scored: Scored) -> None:
     tracker.log_metric_steps("test_mape_by_lead", scored.test.mape_by_lead, first_step=1)
 
 
-def write_artifacts(tracker, artifacts: Path, model_name: str, prepared: Prepared, trained: Trained,
-                    scored: Scored) -> None:
+def write_artifacts(
+    tracker, artifacts: Path, model_name: str, prepared: Prepared, trained: Trained, scored: Scored
+) -> None:
     """Plots, the network's summary and the test MAPE by lead into `artifacts`, then the folder to the run."""
     import numpy as np
 
@@ -573,14 +622,25 @@ def write_artifacts(tracker, artifacts: Path, model_name: str, prepared: Prepare
     fit, split = trained.fit, prepared.split
     plots.learning_curve(fit.history, fit.best_epoch, artifacts / "learning_curve.png")
     lead = 1
-    plots.forecast_vs_actual(prepared.timestamps[split.test + lead], scored.test_actual[:, lead - 1],
-                             scored.test_forecast[:, lead - 1], lead, artifacts / "forecast_test.png",
-                             f"{model_name}: test weeks, MAPE {scored.test.mape:.2f}% (mean over 48 leads)")
+    plots.forecast_vs_actual(
+        prepared.timestamps[split.test + lead],
+        scored.test_actual[:, lead - 1],
+        scored.test_forecast[:, lead - 1],
+        lead,
+        artifacts / "forecast_test.png",
+        f"{model_name}: test weeks, MAPE {scored.test.mape:.2f}% (mean over 48 leads)",
+    )
     lines: list[str] = []
     trained.network.summary(print_fn=lambda text, **_: lines.append(text))
     (artifacts / "model_summary.txt").write_text("\n".join(lines) + "\n")
-    np.savetxt(artifacts / "test_mape_by_lead.csv", np.column_stack([np.arange(1, 49), scored.test.mape_by_lead]),
-               delimiter=",", header="lead,mape", comments="", fmt=["%d", "%.5f"])
+    np.savetxt(
+        artifacts / "test_mape_by_lead.csv",
+        np.column_stack([np.arange(1, 49), scored.test.mape_by_lead]),
+        delimiter=",",
+        header="lead,mape",
+        comments="",
+        fmt=["%d", "%.5f"],
+    )
     tracker.log_artifacts(artifacts)
 
 

@@ -87,9 +87,11 @@ def package_files() -> dict[str, Path]:
     import runner.models
 
     # the configs and builders first: in a wheel they lie inside runner/, in a checkout beside it
-    roots = [(Path(runner.conf.__file__).resolve().parent, "conf"),
-             (Path(runner.models.__file__).resolve().parent, "models"),
-             (Path(runner.__file__).resolve().parent, "runner")]
+    roots = [
+        (Path(runner.conf.__file__).resolve().parent, "conf"),
+        (Path(runner.models.__file__).resolve().parent, "models"),
+        (Path(runner.__file__).resolve().parent, "runner"),
+    ]
     files: dict[str, Path] = {}
     seen: set[Path] = set()
     for root, label in roots:
@@ -109,10 +111,16 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def job_identity(resolved: Mapping[str, Any], ignore: Iterable[str], data_fingerprint: str, protocol: str,
-                 code: str | None = None) -> str:
-    payload = {"v": IDENTITY_VERSION, "config": counted_config(resolved, ignore), "data": data_fingerprint,
-               "protocol": protocol, "code": code or code_version()}
+def job_identity(
+    resolved: Mapping[str, Any], ignore: Iterable[str], data_fingerprint: str, protocol: str, code: str | None = None
+) -> str:
+    payload = {
+        "v": IDENTITY_VERSION,
+        "config": counted_config(resolved, ignore),
+        "data": data_fingerprint,
+        "protocol": protocol,
+        "code": code or code_version(),
+    }
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -151,8 +159,12 @@ def is_dead(run) -> bool:
 
 
 def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) -> Lookup:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{JOB_IDENTITY_TAG}` = '{identity}'",
-                              max_results=SEARCH_LIMIT, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{JOB_IDENTITY_TAG}` = '{identity}'",
+        max_results=SEARCH_LIMIT,
+        order_by=["attributes.start_time DESC"],
+    )
     found = Lookup()
     originals: dict[str, Any] = {}
     for run in runs:
@@ -166,9 +178,14 @@ def lookup(client, experiment_id: str, identity: str, needs_forecaster: bool) ->
             else:  # a reuse record: the run it stands for
                 candidate = originals.get(source) or _get(client, source)
                 originals[source] = candidate
-            if candidate is not None and candidate.info.status == "FINISHED" and (
-                    candidate.info.lifecycle_stage == "active") and (  # a deleted (pruned) run is gone
-                    not needs_forecaster or FORECASTER_URI_TAG in candidate.data.tags):
+            if (
+                candidate is not None
+                and candidate.info.status == "FINISHED"
+                and (candidate.info.lifecycle_stage == "active")
+                and (  # a deleted (pruned) run is gone
+                    not needs_forecaster or FORECASTER_URI_TAG in candidate.data.tags
+                )
+            ):
                 found.reusable = candidate
     return found
 
@@ -194,8 +211,11 @@ def close_stale(client, runs: list, actor: str) -> list[str]:
         beat = _last_beat(fresh)
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(beat))
         why = "its process has exited" if process_gone(fresh) else "no heartbeat for a while"
-        client.set_tag(fresh.info.run_id, CLOSED_REASON_TAG,
-                       f"stale: {why} (last heartbeat at {when}); closed as FAILED by {actor} before rerunning its job")
+        client.set_tag(
+            fresh.info.run_id,
+            CLOSED_REASON_TAG,
+            f"stale: {why} (last heartbeat at {when}); closed as FAILED by {actor} before rerunning its job",
+        )
         client.set_terminated(fresh.info.run_id, status="FAILED", end_time=int(beat * 1000))
         closed.append(fresh.info.run_id)
     return closed
@@ -205,8 +225,10 @@ def record_reuse(tracker, original, run_name: str, tags: Mapping[str, str], pare
     """A FINISHED child run of this sweep standing for `original`: its params, its final metrics, its
     forecaster URI and other tags, and `runner.reused_from`. Returns the record's run id."""
     copied = {k: v for k, v in original.data.tags.items() if not k.startswith(NOT_COPIED)}
-    note = (f"Reused run {original.info.run_id}: a finished run with this job's identity, not trained again. "
-            f"Epoch curves, plots and the model are in that run.")
+    note = (
+        f"Reused run {original.info.run_id}: a finished run with this job's identity, not trained again. "
+        f"Epoch curves, plots and the model are in that run."
+    )
     record_tags = {**copied, **tags, REUSED_FROM_TAG: original.info.run_id, "mlflow.note.content": note}
     run_id = tracker.start_run(run_name, tags=record_tags, parent_run_id=parent_run_id, activate=False)
     try:

@@ -93,8 +93,9 @@ class SweepTracking(Callback):
             print(f"error: {redact_uri(str(error))}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
         except Exception as error:  # would otherwise become a warning, and the sweep would run untracked
-            print(f"error: could not start the sweep: {type(error).__name__}: {redact_uri(str(error))}",
-                  file=sys.stderr)
+            print(
+                f"error: could not start the sweep: {type(error).__name__}: {redact_uri(str(error))}", file=sys.stderr
+            )
             raise SystemExit(1) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -113,8 +114,11 @@ class SweepTracking(Callback):
         if died and not isinstance(leaving, KeyboardInterrupt):
             # e.g. loky's TerminatedWorkerError: name the jobs rather than quote the executor
             names = "; ".join(f"#{d['job']} {d['run_name']} (run {d['run_id'][:8]})" for d in died)
-            print(f"error: {len(died)} job(s) of the sweep died without ending their runs (a worker killed "
-                  f"hard: SIGKILL, out of memory?), closed as FAILED: {names}", file=sys.stderr)
+            print(
+                f"error: {len(died)} job(s) of the sweep died without ending their runs (a worker killed "
+                f"hard: SIGKILL, out of memory?), closed as FAILED: {names}",
+                file=sys.stderr,
+            )
             raise SystemExit(1)
         if code and leaving is None:
             raise SystemExit(code)
@@ -196,8 +200,9 @@ def reuse_plan(config: DictConfig, jobs: list[PlannedJob]) -> list[tuple[Planned
             continue
         data = series.check_data(jc.data)
         identity = reuse.job_identity(resolved_config(job.cfg), jc.reuse.ignore, data.fingerprint, protocol_tag(jc))
-        plan.append((job, reuse.lookup(client, experiment.experiment_id, identity,
-                                        needs_forecaster=jc.tracking.log_model)))
+        plan.append(
+            (job, reuse.lookup(client, experiment.experiment_id, identity, needs_forecaster=jc.tracking.log_model))
+        )
     return plan
 
 
@@ -210,7 +215,8 @@ def check_nothing_running(config: DictConfig, jobs: list[PlannedJob]) -> None:
             raise RunnerError(
                 f"job {job.num} ({' '.join(job.overrides)}): run {other.info.run_id} with the same identity is "
                 f"RUNNING with a fresh heartbeat (sweep {other.data.tags.get(SWEEP_ID_TAG, '-')}), so it may "
-                f"still be training elsewhere; wait for it or stop it, or run with reuse.enabled=false")
+                f"still be training elsewhere; wait for it or stop it, or run with reuse.enabled=false"
+            )
 
 
 def preview_sweep(config: DictConfig) -> int:
@@ -222,8 +228,10 @@ def preview_sweep(config: DictConfig) -> int:
     jobs = _validate_every_job(config)
     if not jobs:
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
-        log.info(f"preview: {sweeper} chooses each job's values as it runs, so its jobs cannot be listed "
-                 f"ahead; a job whose config matches a finished run reuses it when it runs. Nothing was run.")
+        log.info(
+            f"preview: {sweeper} chooses each job's values as it runs, so its jobs cannot be listed "
+            f"ahead; a job whose config matches a finished run reuses it when it runs. Nothing was run."
+        )
         return 0
     counts = {"train": 0, "reuse": 0}
     for job, found in reuse_plan(config, jobs):
@@ -242,8 +250,10 @@ def preview_sweep(config: DictConfig) -> int:
             elif found.stale:
                 what = f"train (stale run {found.stale[0].info.run_id[:8]} closed first)"
         log.info(f"#{job.num:<3} {name:<50} {what}")
-    log.info(f"preview: {len(jobs)} jobs, {counts['train']} would train, {counts['reuse']} would be reused; "
-             f"nothing was run (reuse.preview=true)")
+    log.info(
+        f"preview: {len(jobs)} jobs, {counts['train']} would train, {counts['reuse']} would be reused; "
+        f"nothing was run (reuse.preview=true)"
+    )
     return 0
 
 
@@ -320,8 +330,10 @@ def _check_launcher(config: DictConfig) -> None:
     """Launcher settings that can never work, refused before the parent run exists."""
     n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
-        raise ConfigError(f"hydra.launcher.n_jobs: must be a positive number of parallel jobs, or negative "
-                          f"(-1: one per core, -2: all cores but one); got {n_jobs!r}")
+        raise ConfigError(
+            f"hydra.launcher.n_jobs: must be a positive number of parallel jobs, or negative "
+            f"(-1: one per core, -2: all cores but one); got {n_jobs!r}"
+        )
 
 
 def running_children(state: SweepState) -> list:
@@ -331,9 +343,11 @@ def running_children(state: SweepState) -> list:
     from runner.contract import SWEEP_ID_TAG, SWEEP_ROLE_TAG
 
     client = MlflowClient(tracking_uri=state.store.tracking_uri)
-    runs = client.search_runs([state.experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{state.sweep_id}' "
-                                                                   "and attributes.status = 'RUNNING'",
-                              max_results=10000)
+    runs = client.search_runs(
+        [state.experiment_id],
+        filter_string=f"tags.`{SWEEP_ID_TAG}` = '{state.sweep_id}' and attributes.status = 'RUNNING'",
+        max_results=10000,
+    )
     return [r for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
 
 
@@ -383,16 +397,20 @@ def settle_workers(state: SweepState, interrupted: bool) -> list[dict[str, str]]
         print(f"error: could not read the sweep's runs to close those left RUNNING: {error}", file=sys.stderr)
         return closed
     for run in orphans:
-        reason = ("the sweep was stopped; the job's process ended before its run" if interrupted else
-                  "its process died without ending the run (killed hard: SIGKILL, out of memory?)")
+        reason = (
+            "the sweep was stopped; the job's process ended before its run"
+            if interrupted
+            else "its process died without ending the run (killed hard: SIGKILL, out of memory?)"
+        )
         try:
             client.set_tag(run.info.run_id, FAILURE_REASON_TAG, reason)
             client.set_terminated(run.info.run_id, status="KILLED" if interrupted else "FAILED")
         except Exception as error:
             print(f"error: could not close run {run.info.run_id}: {error}", file=sys.stderr)
             continue
-        closed.append({"job": run.data.tags.get(JOB_NUM_TAG, "?"), "run_name": run.info.run_name or "",
-                       "run_id": run.info.run_id})
+        closed.append(
+            {"job": run.data.tags.get(JOB_NUM_TAG, "?"), "run_name": run.info.run_name or "", "run_id": run.info.run_id}
+        )
     return closed
 
 
@@ -417,8 +435,10 @@ def start_sweep(config: DictConfig) -> SweepState:
 
     sweep_id = OmegaConf.select(config, f"hydra.job.env_set.{SWEEP_ID_ENV}")
     if not sweep_id:
-        raise ConfigError(f"hydra.job.env_set.{SWEEP_ID_ENV}: must be ${{runner_sweep_id:}} (as in the shipped "
-                          "conf/config.yaml): it is how a sweep's jobs find their parent run")
+        raise ConfigError(
+            f"hydra.job.env_set.{SWEEP_ID_ENV}: must be ${{runner_sweep_id:}} (as in the shipped "
+            "conf/config.yaml): it is how a sweep's jobs find their parent run"
+        )
     sweep_dir = str(config.hydra.sweep.dir)
     policy_name = config.hydra.runtime.choices.get("registry") or "default"
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
@@ -426,14 +446,21 @@ def start_sweep(config: DictConfig) -> SweepState:
     tracker = ExperimentTracker(c.experiment_name, store.tracking_uri, heartbeat_seconds=c.tracking.heartbeat_seconds)
     parent_run_id = tracker.start_run(
         f"sweep {' '.join(overrides) or sweeper}".strip(),
-        tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent", SWEEPER_TAG: sweeper,
-              OVERRIDES_TAG: " ".join(overrides), REGISTRY_POLICY_TAG: policy_name,
-              SWEEP_DIR_TAG: sweep_dir},
+        tags={
+            SWEEP_ID_TAG: sweep_id,
+            SWEEP_ROLE_TAG: "parent",
+            SWEEPER_TAG: sweeper,
+            OVERRIDES_TAG: " ".join(overrides),
+            REGISTRY_POLICY_TAG: policy_name,
+            SWEEP_DIR_TAG: sweep_dir,
+        },
         activate=False,
     )
     state = SweepState(sweep_id, parent_run_id, tracker.experiment_id, store, tracker, c.registry, policy_name)
-    log.info(f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
-             f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}")
+    log.info(
+        f"sweep {sweep_id}: parent run {parent_run_id}, policy {policy_name} "
+        f"({c.registry.metric}, {c.registry.mode}), folder {sweep_dir}"
+    )
     return state
 
 
@@ -486,13 +513,24 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
     client = MlflowClient(tracking_uri=state.store.tracking_uri)
     candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
     try:
-        decision, ranked = promotion.apply_policy(state.policy, state.policy_name, state.store, candidates,
-                                                  sweep_id=state.sweep_id)
+        decision, ranked = promotion.apply_policy(
+            state.policy, state.policy_name, state.store, candidates, sweep_id=state.sweep_id
+        )
     except RunnerError as error:  # e.g. PolicyError: refused, nothing in the registry changed
-        decision, ranked = promotion.Decision("refused", str(error), failed=True), promotion.rank(state.policy,
-                                                                                                  candidates)
-    report = promotion.build_report(state.policy, state.policy_name, decision, candidates, ranked,
-                                    state.sweep_id, state.parent_run_id, state.started)
+        decision, ranked = (
+            promotion.Decision("refused", str(error), failed=True),
+            promotion.rank(state.policy, candidates),
+        )
+    report = promotion.build_report(
+        state.policy,
+        state.policy_name,
+        decision,
+        candidates,
+        ranked,
+        state.sweep_id,
+        state.parent_run_id,
+        state.started,
+    )
     failed = jobs_raised or decision.failed or report["counts"]["failed"] > 0
     # The report first: after a lost server it is the only account of what was undone and what was not.
     log.info(promotion.format_report(report))
@@ -502,8 +540,7 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
         failed = True
     log_sweep_outcome(client, state.parent_run_id, report)
     _end_parent(state, "FAILED" if failed else "FINISHED")
-    log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; "
-             f"open the UI: {state.store.ui_command()}")
+    log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
 
 
@@ -517,17 +554,28 @@ def log_sweep_outcome(client, parent_run_id: str, report: dict[str, Any]) -> Non
     from mlflow.entities import Metric, RunTag
 
     counts, decision = report["counts"], report["decision"]
-    values = {"jobs": counts["runs"], "jobs_finished": counts["finished"], "jobs_failed": counts["failed"],
-              "jobs_rejected": counts.get("rejected", counts["finished"] - counts["passing"]),
-              "jobs_ranked": counts["passing"], "jobs_reused": counts.get("reused", 0)}
+    values = {
+        "jobs": counts["runs"],
+        "jobs_finished": counts["finished"],
+        "jobs_failed": counts["failed"],
+        "jobs_rejected": counts.get("rejected", counts["finished"] - counts["passing"]),
+        "jobs_ranked": counts["passing"],
+        "jobs_reused": counts.get("reused", 0),
+    }
     if report.get("best_value") is not None:
         values[f"best_{report['policy']['metric']}"] = report["best_value"]
     now = int(time.time() * 1000)
-    tags = {DECISION_TAG: decision["action"], REGISTERED_VERSION_TAG: decision["version"] or "-",
-            CHAMPION_VERSION_TAG: decision["champion_after"] or "-"}
+    tags = {
+        DECISION_TAG: decision["action"],
+        REGISTERED_VERSION_TAG: decision["version"] or "-",
+        CHAMPION_VERSION_TAG: decision["champion_after"] or "-",
+    }
     try:
-        client.log_batch(parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
-                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        client.log_batch(
+            parent_run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
     except Exception as error:  # the decision is made and in decision.json: this summary must not undo it
         print(f"error: could not log the sweep's outcome on parent run {parent_run_id}: {error}", file=sys.stderr)
 
@@ -542,11 +590,19 @@ def finish_interrupted_sweep(state: SweepState, interrupt: KeyboardInterrupt) ->
     client = MlflowClient(tracking_uri=state.store.tracking_uri)
     candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
     how = "terminated" if type(interrupt).__name__ == "Terminated" else "interrupted"
-    decision = promotion.Decision("interrupted", f"the sweep was {how} before all its jobs ran: nothing promoted",
-                                  failed=True)
-    report = promotion.build_report(state.policy, state.policy_name, decision, candidates,
-                                    promotion.rank(state.policy, candidates), state.sweep_id,
-                                    state.parent_run_id, state.started)
+    decision = promotion.Decision(
+        "interrupted", f"the sweep was {how} before all its jobs ran: nothing promoted", failed=True
+    )
+    report = promotion.build_report(
+        state.policy,
+        state.policy_name,
+        decision,
+        candidates,
+        promotion.rank(state.policy, candidates),
+        state.sweep_id,
+        state.parent_run_id,
+        state.started,
+    )
     try:
         _write_report(client, state.parent_run_id, report)
         log_sweep_outcome(client, state.parent_run_id, report)
@@ -586,8 +642,9 @@ def promote_single_run(c, ctx, run_id: str) -> int:
     run = MlflowClient(tracking_uri=store.tracking_uri).get_run(run_id)
     candidates = [promotion.Candidate.from_run(run, c.registry)]
     decision, ranked = promotion.apply_policy(c.registry, policy_name, store, candidates, sweep_id=None)
-    report = promotion.build_report(c.registry, policy_name, decision, candidates, ranked, None, None,
-                                    time.perf_counter())
+    report = promotion.build_report(
+        c.registry, policy_name, decision, candidates, ranked, None, None, time.perf_counter()
+    )
     log.info(promotion.format_report(report))
     if decision.action == "failed":
         print(f"error: the promotion decision {decision.reason}", file=sys.stderr)

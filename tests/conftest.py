@@ -75,8 +75,9 @@ def tracking_uri(tmp_path: Path) -> str:
 def run_cli_fixture(tmp_path: Path) -> Callable[..., CliResult]:
     """run_cli(*args, cwd=tmp_path, env=None): the CLI as a subprocess, by default in tmp_path."""
 
-    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = CLI_TIMEOUT) -> CliResult:
+    def run(
+        *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+    ) -> CliResult:
         return cli.run_cli(args, cwd or tmp_path, env, timeout)
 
     return run

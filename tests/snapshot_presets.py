@@ -41,7 +41,7 @@ VOLATILE = re.compile(r"\$\{(now:|runner_sweep_id:|oc\.env:|hydra\.runtime\.|hyd
 
 
 def preset_options() -> list[str]:
-    """"group=option" for every YAML file of the preset groups, found on disk."""
+    """ "group=option" for every YAML file of the preset groups, found on disk."""
     return [f"{group}={path.stem}" for group in PRESET_GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 
 
@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stored = json.loads(SNAPSHOT.read_text()) if SNAPSHOT.exists() else {}
     current = json.loads(text)
-    differing = sorted(set(stored) ^ set(current) | {k for k in stored.keys() & current.keys()
-                                                     if stored[k] != current[k]})
+    differing = sorted(
+        set(stored) ^ set(current) | {k for k in stored.keys() & current.keys() if stored[k] != current[k]}
+    )
     for option in differing:
         print(f"differs from the snapshot: {option}")
     return 1 if differing else 0

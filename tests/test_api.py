@@ -94,8 +94,7 @@ def test_keras_model_logged_registered_staged_and_traced(tracking_uri, recwarn):
     assert lineage["run_id"] == run_id
     assert lineage["params"] == {"lr": "0.01", "units": "1"} and lineage["metrics"] == {"rmse": 2.0}
     assert lineage["config"] is None and lineage["parent_run_id"] is None  # not a runner job: no config
-    assert [(e["alias"], e["to_version"]) for e in lineage["events"]] == [("stage:Production", "1"),
-                                                                          ("champion", "1")]
+    assert [(e["alias"], e["to_version"]) for e in lineage["events"]] == [("stage:Production", "1"), ("champion", "1")]
 
     expected = network.predict(inputs, verbose=0)
     for model in (registry.get_model("demand-keras", stage="Production"), registry.get_model("demand-keras@champion")):

@@ -87,33 +87,57 @@ def csv(rows: list[str], header: str = HEADER) -> str:
 CASES: dict[str, Case] = {
     "rows-shuffled": Case(lambda: csv(shuffled(ROWS)), r"not sorted ascending", first_descent(shuffled(ROWS)) + 1),
     "two-rows-swapped": Case(lambda: csv(ROWS[:9] + [ROWS[10], ROWS[9]] + ROWS[11:]), r"not sorted ascending", 11),
-    "row-duplicated": Case(lambda: csv(ROWS[:100] + [ROWS[99]] + ROWS[100:]),
-                           r"the whole row repeats row 100: timestamps must be unique", 101),
-    "timestamp-duplicated": Case(lambda: csv(ROWS[:100] + [f"{cells(ROWS[99])[0]},30000"] + ROWS[101:]),
-                                 r"timestamp repeats row 100: timestamps must be unique", 101),
-    "5-hour-jump": Case(lambda: csv(shifted(ROWS, 1000, pd.Timedelta(hours=4, minutes=30))),
-                        r"not regular half-hours: a gap or jump of 5 h \(9 half-hours missing\)", 1001),
-    "gap": Case(lambda: csv(ROWS[:2000] + ROWS[2006:]),
-                r"not regular half-hours: a gap or jump of 3 h 30 min \(6 half-hours missing\)", 2001),
-    "off-grid-step": Case(lambda: csv(shifted(ROWS, 500, pd.Timedelta(minutes=15))),
-                          r"a step of 45 min, off the 30-minute grid", 501),
-    "negative-demand": Case(lambda: csv(with_demand(ROWS, 50, "-5")), r"demand_mw must be > 0 MW, got -5.*meter fault",
-                            51),
-    "zero-in-test-weeks": Case(lambda: csv(with_demand(ROWS, TEST_WEEKS_START + 300, "0")),
-                               r"demand_mw must be > 0 MW, got 0.*MAPE.*infinite", TEST_WEEKS_START + 301),
+    "row-duplicated": Case(
+        lambda: csv(ROWS[:100] + [ROWS[99]] + ROWS[100:]),
+        r"the whole row repeats row 100: timestamps must be unique",
+        101,
+    ),
+    "timestamp-duplicated": Case(
+        lambda: csv(ROWS[:100] + [f"{cells(ROWS[99])[0]},30000"] + ROWS[101:]),
+        r"timestamp repeats row 100: timestamps must be unique",
+        101,
+    ),
+    "5-hour-jump": Case(
+        lambda: csv(shifted(ROWS, 1000, pd.Timedelta(hours=4, minutes=30))),
+        r"not regular half-hours: a gap or jump of 5 h \(9 half-hours missing\)",
+        1001,
+    ),
+    "gap": Case(
+        lambda: csv(ROWS[:2000] + ROWS[2006:]),
+        r"not regular half-hours: a gap or jump of 3 h 30 min \(6 half-hours missing\)",
+        2001,
+    ),
+    "off-grid-step": Case(
+        lambda: csv(shifted(ROWS, 500, pd.Timedelta(minutes=15))), r"a step of 45 min, off the 30-minute grid", 501
+    ),
+    "negative-demand": Case(
+        lambda: csv(with_demand(ROWS, 50, "-5")), r"demand_mw must be > 0 MW, got -5.*meter fault", 51
+    ),
+    "zero-in-test-weeks": Case(
+        lambda: csv(with_demand(ROWS, TEST_WEEKS_START + 300, "0")),
+        r"demand_mw must be > 0 MW, got 0.*MAPE.*infinite",
+        TEST_WEEKS_START + 301,
+    ),
     "nan": Case(lambda: csv(with_demand(ROWS, 700, "NaN")), r"demand_mw is nan, not a finite number", 701),
     "inf": Case(lambda: csv(with_demand(ROWS, 701, "inf")), r"demand_mw is inf, not a finite number", 702),
     "n/a": Case(lambda: csv(with_demand(ROWS, 50, "n/a")), r"demand_mw 'n/a' is not a number", 51),
     "text": Case(lambda: csv(with_demand(ROWS, 60, "high")), r"demand_mw 'high' is not a number", 61),
-    "thousands-separator": Case(lambda: csv(with_demand(ROWS, 61, '"22,262"')), r"demand_mw '22,262' is not a number",
-                                62),
+    "thousands-separator": Case(
+        lambda: csv(with_demand(ROWS, 61, '"22,262"')), r"demand_mw '22,262' is not a number", 62
+    ),
     "empty-cell": Case(lambda: csv(with_demand(ROWS, 40, "")), r"demand_mw is empty", 41),
     "blank-line-inside": Case(lambda: csv(ROWS[:30] + [""] + ROWS[30:]), r"timestamp is empty", 31),
-    "day-first-timestamps": Case(lambda: csv(day_first(ROWS)),
-                                 r"timestamp '05/06/2000 00:00' is not in the expected format, ISO 8601.*"
-                                 r"day-first .* not guessed", 1),
-    "utc-offset": Case(lambda: csv([f"{t}+01:00,{d}" for t, d in map(cells, ROWS)]),
-                       r"timestamp '2000-06-05T00:00:00\+01:00' is not in the expected format", 1),
+    "day-first-timestamps": Case(
+        lambda: csv(day_first(ROWS)),
+        r"timestamp '05/06/2000 00:00' is not in the expected format, ISO 8601.*"
+        r"day-first .* not guessed",
+        1,
+    ),
+    "utc-offset": Case(
+        lambda: csv([f"{t}+01:00,{d}" for t, d in map(cells, ROWS)]),
+        r"timestamp '2000-06-05T00:00:00\+01:00' is not in the expected format",
+        1,
+    ),
     "impossible-date": Case(lambda: csv(ROWS[:5] + ["2000-06-31T00:00:00,1"] + ROWS[6:]), r"not a real date", 6),
     "ragged-row": Case(lambda: csv(ROWS[:7] + [ROWS[7] + ",extra"] + ROWS[8:]), r"3 fields where the header has 2", 8),
     "empty-file": Case(lambda: "", r"the file is empty; expected a CSV with the header 'timestamp,demand_mw'"),
@@ -121,25 +145,46 @@ CASES: dict[str, Case] = {
     "binary-garbage": Case(lambda: bytes(range(256)) * 16, r"not a text CSV file .*binary"),
     "nul-bytes": Case(lambda: b"timestamp,demand_mw\n\x00\x00\x00\n", r"not a text CSV file .*NUL"),
     "header-only": Case(lambda: HEADER + "\n", r"has a header but no data rows"),
-    "no-header": Case(lambda: "\n".join(ROWS) + "\n", r"no 'timestamp' or 'demand_mw' column in the header line "
-                                                      r"'2000-06-05T00:00:00,22262'.*without a header"),
-    "no-timestamp-column": Case(lambda: "\n".join(["demand_mw", *(cells(r)[1] for r in ROWS)]) + "\n",
-                                r"no 'timestamp' column in the header line 'demand_mw'"),
-    "semicolons": Case(lambda: csv([r.replace(",", ";") for r in ROWS], "timestamp;demand_mw"),
-                       r"no 'timestamp' or 'demand_mw' column in the header line 'timestamp;demand_mw'.*"
-                       r"separator must be a comma"),
-    "too-short-for-the-split": Case(lambda: csv(ROWS[:3000]),
-                                    r"has 3000 values; data.split \(7\+1\+4 weeks of 336 half-hours\) needs 4032"),
-    "window-too-large": Case(lambda: csv(ROWS), r"data.window: 5000 half-hours of history leave no training origin.*"
-                                                r"at most 2304 \(data.path: .* holds 4032 values in all\)",
-                             key="data.window", data={"window": 5000}),
-    "lag-weeks-too-large": Case(lambda: csv(ROWS), r"data.lag_weeks: 7 weeks of lags need 2400 values.*at most 6",
-                                key="data.lag_weeks",
-                                data={"lag_weeks": 7, "features": ["recent", "last_week", "lags", "calendar"]}),
+    "no-header": Case(
+        lambda: "\n".join(ROWS) + "\n",
+        r"no 'timestamp' or 'demand_mw' column in the header line "
+        r"'2000-06-05T00:00:00,22262'.*without a header",
+    ),
+    "no-timestamp-column": Case(
+        lambda: "\n".join(["demand_mw", *(cells(r)[1] for r in ROWS)]) + "\n",
+        r"no 'timestamp' column in the header line 'demand_mw'",
+    ),
+    "semicolons": Case(
+        lambda: csv([r.replace(",", ";") for r in ROWS], "timestamp;demand_mw"),
+        r"no 'timestamp' or 'demand_mw' column in the header line 'timestamp;demand_mw'.*"
+        r"separator must be a comma",
+    ),
+    "too-short-for-the-split": Case(
+        lambda: csv(ROWS[:3000]), r"has 3000 values; data.split \(7\+1\+4 weeks of 336 half-hours\) needs 4032"
+    ),
+    "window-too-large": Case(
+        lambda: csv(ROWS),
+        r"data.window: 5000 half-hours of history leave no training origin.*"
+        r"at most 2304 \(data.path: .* holds 4032 values in all\)",
+        key="data.window",
+        data={"window": 5000},
+    ),
+    "lag-weeks-too-large": Case(
+        lambda: csv(ROWS),
+        r"data.lag_weeks: 7 weeks of lags need 2400 values.*at most 6",
+        key="data.lag_weeks",
+        data={"lag_weeks": 7, "features": ["recent", "last_week", "lags", "calendar"]},
+    ),
 }
 # Through the real CLI: one of each kind (order, value, format, file, config-sized).
-CLI_CASES = ["rows-shuffled", "zero-in-test-weeks", "day-first-timestamps", "binary-garbage", "window-too-large",
-             "lag-weeks-too-large"]
+CLI_CASES = [
+    "rows-shuffled",
+    "zero-in-test-weeks",
+    "day-first-timestamps",
+    "binary-garbage",
+    "window-too-large",
+    "lag-weeks-too-large",
+]
 
 
 def write(folder: Path, name: str, content: str | bytes) -> Path:
@@ -176,8 +221,9 @@ def test_config_validation_applies_the_rules(name, tmp_path):
     """validate() (what the CLI and the sweep hook call before anything runs) reaches the same check."""
     case = CASES[name]
     path = write(tmp_path, name, case.content())
-    overrides = [f"data.{k}={v}" if not isinstance(v, list) else f"data.{k}=[{','.join(v)}]"
-                 for k, v in case.data.items()]
+    overrides = [
+        f"data.{k}={v}" if not isinstance(v, list) else f"data.{k}=[{','.join(v)}]" for k, v in case.data.items()
+    ]
     with pytest.raises(ConfigError) as error:
         validate(compose_config(["model=naive", f"data.path={path}", *overrides]))
     check_message(str(error.value), case, path)
@@ -187,8 +233,9 @@ def test_config_validation_applies_the_rules(name, tmp_path):
 def test_messy_data_through_the_cli_is_one_line_exit_2_and_no_store(name, tmp_path):
     case = CASES[name]
     path = write(tmp_path, name, case.content())
-    overrides = [f"data.{k}={v}" if not isinstance(v, list) else f"data.{k}=[{','.join(v)}]"
-                 for k, v in case.data.items()]
+    overrides = [
+        f"data.{k}={v}" if not isinstance(v, list) else f"data.{k}=[{','.join(v)}]" for k, v in case.data.items()
+    ]
     cli, modules = run_cli_recording_imports(["model=naive", f"data.path={path}", *overrides], tmp_path)
     assert cli.returncode == 2, cli.stderr
     lines = cli.stderr.splitlines()
@@ -251,8 +298,19 @@ def test_the_file_is_parsed_once_and_again_when_it_changes(tmp_path):
 
 
 # -- the forecaster's own check -----------------------------------------------------------------------
-HISTORY_CASES = ["rows-shuffled", "row-duplicated", "timestamp-duplicated", "5-hour-jump", "gap", "negative-demand",
-                 "zero-in-test-weeks", "nan", "n/a", "empty-cell", "day-first-timestamps"]
+HISTORY_CASES = [
+    "rows-shuffled",
+    "row-duplicated",
+    "timestamp-duplicated",
+    "5-hour-jump",
+    "gap",
+    "negative-demand",
+    "zero-in-test-weeks",
+    "nan",
+    "n/a",
+    "empty-cell",
+    "day-first-timestamps",
+]
 # Read by pandas with typed columns, `n/a` and an empty cell become NaN: refused as not finite.
 TYPED_WHAT = {"n/a": r"demand_mw is nan, not a finite number", "empty-cell": r"demand_mw is nan, not a finite number"}
 
@@ -301,9 +359,26 @@ def test_evaluate_refuses_a_bad_file_before_loading_anything(tmp_path):
     record = tmp_path / "modules.json"
     script = RECORD_IMPORTS.replace('run_module("runner"', 'run_module("runner.evaluate"')
     assert script != RECORD_IMPORTS
-    done = subprocess.run([sys.executable, "-c", script, str(record), "--run", "0" * 32, "--data", str(path),
-                           "--tracking-uri", f"sqlite:///{db}"], cwd=tmp_path, env=cli_env(), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(record),
+            "--run",
+            "0" * 32,
+            "--data",
+            str(path),
+            "--tracking-uri",
+            f"sqlite:///{db}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -344,10 +419,14 @@ def test_a_non_finite_score_fails_the_run_and_only_a_trained_network_is_said_to_
 
 @pytest.mark.slow  # imports TensorFlow (model=naive builds a Keras identity network)
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the zero's MAPE, which is the point
-@pytest.mark.parametrize(("position", "value"), [(TEST_WEEKS_START + 300, 0.0), (7 * 336 + 100, math.nan)],
-                         ids=["zero-in-test-weeks", "nan-in-validation-week"])
+@pytest.mark.parametrize(
+    ("position", "value"),
+    [(TEST_WEEKS_START + 300, 0.0), (7 * 336 + 100, math.nan)],
+    ids=["zero-in-test-weeks", "nan-in-validation-week"],
+)
 def test_a_frame_past_the_checks_with_bad_values_logs_no_score_and_is_not_called_a_divergence(
-        position, value, tmp_path):
+    position, value, tmp_path
+):
     """The safety net behind the file check: a frame with a zero or a NaN handed straight to the job's
     training step (as no file can now hand it) on a real SQLite store. model=naive trains nothing, so
     the failure must not say the network diverged, and no val/test score may be logged."""
@@ -366,8 +445,9 @@ def test_a_frame_past_the_checks_with_bad_values_logs_no_score_and_is_not_called
     run_id = tracker.start_run("naive")
     try:
         with pytest.raises(NonFiniteMetric) as error:
-            _train_and_log(job_config(cfg), validated, JobContext(output_dir=tmp_path, base_dir=tmp_path), tracker,
-                           frame)
+            _train_and_log(
+                job_config(cfg), validated, JobContext(output_dir=tmp_path, base_dir=tmp_path), tracker, frame
+            )
     finally:
         tracker.end_run("FAILED")
     assert "diverged" not in str(error.value) and "not logged" in str(error.value)

@@ -23,11 +23,18 @@ SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "
 def test_quick_bench_prints_every_section(tmp_path: Path):
     out = tmp_path / "bench.json"
     env = cli_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    table = done.stdout[done.stdout.index("Benchmark (quick)"):]
+    table = done.stdout[done.stdout.index("Benchmark (quick)") :]
     for section in SECTIONS:
         assert f"\n{section} " in table, f"section {section!r} missing from the table:\n{table}"
     assert "section failed" not in table
@@ -42,8 +49,14 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
         else:
             assert r["reps"] >= 1 and len(r["samples"]) == r["reps"], r
     labels = {r["label"] for r in rows}
-    for expected in ("python -m runner --help", "python -m runner --cfg job", "import tensorflow",
-                     "ratio tracked / untracked (paired rounds)", "total fixed cost of a run (fresh store)",
-                     "hook on 10 runs: time", "speed-up joblib / basic (paired rounds)"):
+    for expected in (
+        "python -m runner --help",
+        "python -m runner --cfg job",
+        "import tensorflow",
+        "ratio tracked / untracked (paired rounds)",
+        "total fixed cost of a run (fresh store)",
+        "hook on 10 runs: time",
+        "speed-up joblib / basic (paired rounds)",
+    ):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only

@@ -16,8 +16,7 @@ from helpers.cli import cli_env, run_cli_recording_imports
 HEAVY = {"tensorflow", "keras", "mlflow"}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["--cfg", "job", "model=gru", "lr=0.01"]],
-                         ids=" ".join)
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["--cfg", "job", "model=gru", "lr=0.01"]], ids=" ".join)
 def test_help_and_config_printing_are_light_and_work_from_any_directory(args, tmp_path):
     cli, modules = run_cli_recording_imports(args, tmp_path)
     assert cli.returncode == 0, cli.stderr
@@ -39,7 +38,13 @@ def test_the_console_script_runs_the_same_cli(tmp_path):
     if not script.exists():
         script = Path(shutil.which("runner") or "")
     require(script.is_file(), "the `runner` console script is not installed in this environment")
-    done = subprocess.run([str(script), "--cfg", "job", "epochs=3"], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(script), "--cfg", "job", "epochs=3"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["epochs"] == 3

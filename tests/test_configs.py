@@ -64,8 +64,7 @@ def test_every_model_builds_a_network_with_48_outputs(model):
     validated = validate(compose_config([f"model={model}"]))
     data = validated.config.data
     prep = forecaster.Preprocessing(window=data.window, features=list(data.features))
-    network = get_method(validated.builder)(forecaster.input_shapes(prep), forecaster.HORIZON,
-                                            validated.model_params)
+    network = get_method(validated.builder)(forecaster.input_shapes(prep), forecaster.HORIZON, validated.model_params)
     assert tuple(network.output.shape) == (None, 48)
     assert {tensor.name for tensor in network.inputs} == set(data.features)
     if model == "naive":

@@ -87,12 +87,19 @@ def test_every_shared_name_is_declared_with_its_published_value():
 def string_literals(path: Path) -> list[tuple[int, str]]:
     """(line, value) of every string constant in a module, f-string parts included, docstrings left out."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 def test_no_module_retypes_a_shared_name():
@@ -100,11 +107,18 @@ def test_no_module_retypes_a_shared_name():
     would survive a rename and silently write the old name."""
     values = set(TAGS.values()) | set(ENVIRONMENT.values()) | {OTHER["LOCK_SUFFIX"]}
     # the forecaster is shipped inside every model and imports nothing from the package
-    files = [p for p in [*(REPO / "runner").rglob("*.py"), *(REPO / "bench").rglob("*.py")]
-             if p.name != "contract.py" and p.name != "forecaster.py"]
+    files = [
+        p
+        for p in [*(REPO / "runner").rglob("*.py"), *(REPO / "bench").rglob("*.py")]
+        if p.name != "contract.py" and p.name != "forecaster.py"
+    ]
     assert len(files) > 30
-    copies = [f"{p.relative_to(REPO)}:{line}: {value!r}" for p in files for line, value in string_literals(p)
-              if value in values]
+    copies = [
+        f"{p.relative_to(REPO)}:{line}: {value!r}"
+        for p in files
+        for line, value in string_literals(p)
+        if value in values
+    ]
     assert copies == []
 
 
@@ -112,8 +126,11 @@ def test_the_shipped_defaults_are_the_contract_defaults():
     """conf/data/uk_demand.yaml is what users read and edit; code that meets a run without those params
     (older runs) falls back to the same weeks."""
     data = yaml.safe_load((REPO / "conf" / "data" / "uk_demand.yaml").read_text())
-    assert data["split"] == {"train_weeks": contract.DEFAULT_TRAIN_WEEKS, "val_weeks": contract.DEFAULT_VAL_WEEKS,
-                             "test_weeks": contract.DEFAULT_TEST_WEEKS}
+    assert data["split"] == {
+        "train_weeks": contract.DEFAULT_TRAIN_WEEKS,
+        "val_weeks": contract.DEFAULT_VAL_WEEKS,
+        "test_weeks": contract.DEFAULT_TEST_WEEKS,
+    }
     tracking = yaml.safe_load((REPO / "conf" / "tracking" / "local.yaml").read_text())
     assert tracking["store_dir"] == contract.DEFAULT_STORE_DIR
 
@@ -159,8 +176,12 @@ def test_the_old_targets_of_a_copied_config_folder_are_allowed_and_instantiate()
     from runner.app import EXECUTION_WHITELIST
     from runner.sweep import SweepTracking
 
-    assert {"runner.sweep_hooks.SweepTracking", "runner.credentials.RedactingFilter",
-            "runner.sweep.SweepTracking", "runner.config.credentials.RedactingFilter"} <= set(EXECUTION_WHITELIST)
+    assert {
+        "runner.sweep_hooks.SweepTracking",
+        "runner.credentials.RedactingFilter",
+        "runner.sweep.SweepTracking",
+        "runner.config.credentials.RedactingFilter",
+    } <= set(EXECUTION_WHITELIST)
     for target in ("runner.sweep_hooks.SweepTracking", "runner.sweep.SweepTracking"):
         callback = instantiate({"_target_": target}, _execution_whitelist_=EXECUTION_WHITELIST)
         assert isinstance(callback, SweepTracking), target
@@ -170,8 +191,14 @@ def test_the_old_targets_of_a_copied_config_folder_are_allowed_and_instantiate()
 
 @pytest.mark.parametrize("module", ["runner", "runner.registry", "runner.registry_cli", "runner.evaluate"])
 def test_every_published_module_command_runs(module, tmp_path):
-    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower() or "== Config ==" in done.stdout or "Powered by Hydra" in done.stdout
 
@@ -179,17 +206,20 @@ def test_every_published_module_command_runs(module, tmp_path):
 def test_python_m_runner_registry_runs_the_registry_module_once(tmp_path):
     """Before the move, `python -m runner.registry` ran the registry module's body twice (as __main__ and as
     runner.registry, imported back by the command line)."""
-    code = ("import runpy, sys\n"
-            "sys.argv = ['runner.registry', '--help']\n"
-            "try:\n"
-            "    runpy.run_module('runner.registry', run_name='__main__', alter_sys=True)\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "import runner.registry.core as core\n"
-            "print(sorted(name for name, module in sys.modules.items() if module is not None\n"
-            "             and getattr(module, '__file__', None) == core.__file__))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['runner.registry', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('runner.registry', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import runner.registry.core as core\n"
+        "print(sorted(name for name, module in sys.modules.items() if module is not None\n"
+        "             and getattr(module, '__file__', None) == core.__file__))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "['runner.registry.core']"
 
@@ -201,16 +231,19 @@ def test_the_console_scripts_name_the_moved_entry_points():
     assert scripts == {"runner": "runner.app:main", "runner-registry": "runner.registry.cli:main"}
     bin_dir = Path(sys.executable).parent
     for name in scripts:
-        done = subprocess.run([str(bin_dir / name), "--help"], env=cli_env(), capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [str(bin_dir / name), "--help"], env=cli_env(), capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, (name, done.stderr)
 
 
 def test_the_package_has_no_import_cycle_between_its_modules():
     """Top-level imports between runner's modules form no cycle (imports inside functions are lazy by design
     and left out): a cycle makes the import order matter and hides which side depends on which."""
-    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in (REPO / "runner").rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (REPO / "runner").rglob("*.py")
+    }
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
@@ -227,7 +260,7 @@ def test_the_package_has_no_import_cycle_between_its_modules():
 
     def visit(node: str) -> None:
         if node in stack:
-            cycles.append(stack[stack.index(node):] + [node])
+            cycles.append(stack[stack.index(node) :] + [node])
             return
         if node in seen:
             return
@@ -247,17 +280,28 @@ def test_dependencies_point_from_the_commands_to_the_sides_never_back():
     """forecast, tracking and config import nothing from registry, sweep or job (README, "Layout"); the
     scoring command (forecast/evaluate.py) is the one reader of the registry on the forecasting side. Imports
     inside functions count too: they are still dependencies."""
-    lower = [p for sub in ("forecast", "tracking", "config") for p in (REPO / "runner" / sub).glob("*.py")
-             if p.name != "evaluate.py"]
+    lower = [
+        p
+        for sub in ("forecast", "tracking", "config")
+        for p in (REPO / "runner" / sub).glob("*.py")
+        if p.name != "evaluate.py"
+    ]
     assert len(lower) >= 12
     upward = []
     for path in lower:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            upward += [f"{path.relative_to(REPO)}: {name}" for name in names
-                       if name.startswith(("runner.registry", "runner.sweep", "runner.job", "runner.app"))]
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            )
+            upward += [
+                f"{path.relative_to(REPO)}: {name}"
+                for name in names
+                if name.startswith(("runner.registry", "runner.sweep", "runner.job", "runner.app"))
+            ]
     assert upward == []
     forecaster = ast.parse((REPO / "runner" / "forecast" / "forecaster.py").read_text())
-    assert not [n for n in ast.walk(forecaster)
-                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("runner")]
+    assert not [
+        n for n in ast.walk(forecaster) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("runner")
+    ]

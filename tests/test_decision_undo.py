@@ -45,8 +45,9 @@ def refuse_after(count: int, seen: list | None = None):
             return
         done.append(change)
         if len(done) == count:
-            raise MlflowException(f"injected refusal after write {count} ({change.kind})",
-                                  error_code="INVALID_PARAMETER_VALUE")
+            raise MlflowException(
+                f"injected refusal after write {count} ({change.kind})", error_code="INVALID_PARAMETER_VALUE"
+            )
 
     return hook
 
@@ -62,8 +63,10 @@ def snapshot(client, name: str) -> dict | None:
         return None
     aliases = model.aliases if isinstance(model.aliases, dict) else {a.alias: a.version for a in model.aliases}
     versions = client.search_model_versions(f"name = '{name}'")
-    return {"aliases": {k: str(v) for k, v in aliases.items()},
-            "versions": {str(v.version): (v.current_stage, v.run_id, dict(v.tags)) for v in versions}}
+    return {
+        "aliases": {k: str(v) for k, v in aliases.items()},
+        "versions": {str(v.version): (v.current_stage, v.run_id, dict(v.tags)) for v in versions},
+    }
 
 
 def history(client, name: str) -> list[dict]:
@@ -116,8 +119,8 @@ def test_a_decision_failing_after_any_write_leaves_the_registry_as_it_was(synthe
 
     # The history keeps what happened: each recorded move, then its undo (newest first), with who/when/why.
     events = history(synthetic.client, model_name)
-    assert events[:len(events_before)] == events_before
-    added = events[len(events_before):]
+    assert events[: len(events_before)] == events_before
+    added = events[len(events_before) :]
     moves, undos = [e for e in added if e["action"] != "undo"], [e for e in added if e["action"] == "undo"]
     assert len(undos) == count
     assert added == moves + undos  # every undo after every move
@@ -187,8 +190,9 @@ def test_a_failed_decision_fails_the_sweep_with_its_reason(synthetic, model_name
     real = promotion.apply_policy
     # The hook has no step_hook parameter: this passes the seam through, nothing else changes.
     monkeypatch.setattr(promotion, "apply_policy", lambda *a, **k: real(*a, **k, step_hook=refuse_after(3)))
-    state = SweepState(sweep.sweep_id, sweep.parent_run_id, synthetic.experiment_id, synthetic.store,
-                       sweep.tracker, policy, "test")
+    state = SweepState(
+        sweep.sweep_id, sweep.parent_run_id, synthetic.experiment_id, synthetic.store, sweep.tracker, policy, "test"
+    )
     assert finish_sweep(state) == 1
     assert synthetic.client.get_run(sweep.parent_run_id).info.status == "FAILED"
     report = decision_report(synthetic.client, sweep.parent_run_id)["decision"]
@@ -237,14 +241,15 @@ def test_a_server_lost_between_two_writes_is_undone_once_it_is_back(undo_server,
     policy = seeded(store, name)
     before, events_before = snapshot(store.client, name), history(store.client, name)
 
-    decision, _ = store.decide(store.make_sweep([3.0]), policy,
-                               step_hook=stop_after(server, 2, restart_before_undo=True))
+    decision, _ = store.decide(
+        store.make_sweep([3.0]), policy, step_hook=stop_after(server, 2, restart_before_undo=True)
+    )
     assert decision.action == "failed", decision
     # the server went after the challenger alias moved, before that move was recorded in the history
     assert decision.reason.startswith("failed at alias challenger: TrackingUnavailable"), decision.reason
     assert "all 2 changes undone" in decision.reason and decision.leftovers == []
     assert snapshot(store.client, name) == before
-    undos = [e for e in history(store.client, name)[len(events_before):] if e["action"] == "undo"]
+    undos = [e for e in history(store.client, name)[len(events_before) :] if e["action"] == "undo"]
     assert [e["alias"] for e in undos] == ["challenger", "version:3"]
     assert undos[0]["to_version"] == "2"  # challenger back on v2
 

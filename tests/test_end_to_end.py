@@ -22,8 +22,14 @@ from runner.forecast import series
 
 EPOCH_METRICS = ("loss", "val_loss")
 SCORES = [f"{part}_{name}" for part in ("val", "test") for name in ("rmse", "mae", "mape")]
-ARTIFACTS = {"config.yaml", "overrides.yaml", "learning_curve.png", "forecast_test.png", "model_summary.txt",
-             "test_mape_by_lead.csv"}
+ARTIFACTS = {
+    "config.yaml",
+    "overrides.yaml",
+    "learning_curve.png",
+    "forecast_test.png",
+    "model_summary.txt",
+    "test_mape_by_lead.csv",
+}
 HALF_HOUR = pd.Timedelta(minutes=30)
 
 
@@ -111,8 +117,9 @@ def test_tags_say_where_the_run_came_from(e2e_run):
 
 def test_the_git_commit_is_tagged_when_the_code_is_in_a_git_tree(e2e_run):
     package = Path(runner.__file__).resolve().parent
-    inside = subprocess.run(["git", "-C", str(package), "rev-parse", "--is-inside-work-tree"],
-                            capture_output=True, text=True)
+    inside = subprocess.run(
+        ["git", "-C", str(package), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
+    )
     require(inside.returncode == 0, "the runner package is not in a git tree here")
     tags = e2e_run.run.data.tags
     commit = tags["runner.git_commit"]
@@ -197,10 +204,12 @@ def as_read(history: pd.DataFrame, demand: str, timestamps: str) -> pd.DataFrame
     strings `pd.read_csv` gives without parse_dates."""
     values = history["demand_mw"].round().astype("int64")  # the shipped CSV holds whole MW
     times = pd.to_datetime(history["timestamp"])
-    return pd.DataFrame({
-        "timestamp": times if timestamps == "datetime" else times.dt.strftime("%Y-%m-%dT%H:%M:%S"),
-        "demand_mw": values if demand == "int" else values.astype("float64"),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": times if timestamps == "datetime" else times.dt.strftime("%Y-%m-%dT%H:%M:%S"),
+            "demand_mw": values if demand == "int" else values.astype("float64"),
+        }
+    )
 
 
 def test_integer_and_float_mw_and_iso_timestamps_give_the_same_forecast(forecaster, tmp_path):
@@ -231,13 +240,19 @@ def test_integer_and_float_mw_and_iso_timestamps_give_the_same_forecast(forecast
     [
         (lambda h: h.iloc[1:], r"needs at least \d+"),
         # long enough, but the half-hour after the first row is missing
-        (lambda h: pd.concat([h.iloc[:1].assign(timestamp=h["timestamp"].iloc[0] - 2 * HALF_HOUR), h]),
-         r"not regular|gap"),
+        (
+            lambda h: pd.concat([h.iloc[:1].assign(timestamp=h["timestamp"].iloc[0] - 2 * HALF_HOUR), h]),
+            r"not regular|gap",
+        ),
         (lambda h: h.rename(columns={"demand_mw": "load"}), r"missing column\(s\) \['demand_mw'\]"),
-        (lambda h: h.assign(demand_mw=h["demand_mw"].where(h.index != 100)),
-         r"^history demand_mw is nan, not a finite number at row 101 "),
-        (lambda h: h.assign(timestamp=h["timestamp"].astype(str).where(h.index != 7, "not a time")),
-         r"^history timestamp 'not a time' is not in the expected format, ISO 8601 .* at row 8 "),
+        (
+            lambda h: h.assign(demand_mw=h["demand_mw"].where(h.index != 100)),
+            r"^history demand_mw is nan, not a finite number at row 101 ",
+        ),
+        (
+            lambda h: h.assign(timestamp=h["timestamp"].astype(str).where(h.index != 7, "not a time")),
+            r"^history timestamp 'not a time' is not in the expected format, ISO 8601 .* at row 8 ",
+        ),
     ],
     ids=["too-short", "gap", "wrong-column", "nan", "bad-timestamp"],
 )
@@ -253,8 +268,7 @@ def test_bad_history_is_a_clear_error(forecaster, spoil, message):
     assert len(str(error.value).splitlines()) == 1 and len(str(error.value)) < 300
 
 
-def test_the_forecaster_predicts_the_same_where_this_package_cannot_be_imported(e2e_run, forecaster,
-                                                                                   tmp_path):
+def test_the_forecaster_predicts_the_same_where_this_package_cannot_be_imported(e2e_run, forecaster, tmp_path):
     model, history = forecaster
     history_csv = tmp_path / "history.csv"
     history.to_csv(history_csv, index=False)
@@ -274,8 +288,9 @@ print(json.dumps({{"forecast": forecast["forecast_mw"].tolist(),
 """
     env = cli_env()
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     fresh = json.loads(done.stdout.strip().splitlines()[-1])
     assert fresh["runner_modules"] == [] and not fresh["class_module"].startswith("runner")

@@ -47,11 +47,13 @@ def make_store(tracking_uri: str, artifact_root: Path | None = None) -> tuple[st
 
 
 def assert_rest_lists(base: str, experiment_id: str, run_id: str, auth=None) -> None:
-    experiments = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 100},
-                               auth=auth, timeout=30).json()["experiments"]
+    experiments = requests.get(
+        f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 100}, auth=auth, timeout=30
+    ).json()["experiments"]
     assert "env-check" in [e["name"] for e in experiments]
-    runs = requests.post(f"{base}/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment_id]},
-                         auth=auth, timeout=30).json()["runs"]
+    runs = requests.post(
+        f"{base}/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment_id]}, auth=auth, timeout=30
+    ).json()["runs"]
     assert [r["info"]["run_id"] for r in runs] == [run_id]
     assert runs[0]["data"]["metrics"][0]["value"] == 1.5
 
@@ -77,17 +79,37 @@ def test_mlflow_server_with_basic_auth_on_postgresql_from_the_environment(postgr
     try:
         experiment_id, run_id = make_store(url)  # the runner writes to PostgreSQL directly, then serves it
         config = tmp_path / "basic_auth.ini"
-        config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_url}\nadmin_username = admin\n"
-                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        config.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_url}\nadmin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
         password = uuid.uuid4().hex
-        env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         port = free_port()
-        command = [str(MLFLOW), "server", "--backend-store-uri", url, "--app-name", "basic-auth",
-                   "--port", str(port), "--workers", "1"]
+        command = [
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            url,
+            "--app-name",
+            "basic-auth",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
         with mlflow_serving(command, tmp_path, port, env) as base:
-            assert requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                                timeout=30).status_code == 401  # basic auth is on
+            assert (
+                requests.get(
+                    f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=30
+                ).status_code
+                == 401
+            )  # basic auth is on
             assert_rest_lists(base, experiment_id, run_id, auth=("admin", password))
     finally:
         drop_database(name)
@@ -129,8 +151,10 @@ def test_a_study_written_by_optuna_2_10_gets_the_upgrade_command_in_one_line(tmp
         connection.execute(sa.text("UPDATE version_info SET library_version = '2.10.1'"))
     storage.engine.dispose()
 
-    cli = run_cli(["--multirun", "sweep=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage_url}",
-                   "epochs=1"], tmp_path)
+    cli = run_cli(
+        ["--multirun", "sweep=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage_url}", "epochs=1"],
+        tmp_path,
+    )
     assert cli.returncode == 1
     [line] = cli.stderr.strip().splitlines()
     assert line.startswith("error: hydra.sweeper.storage: the study database") and "Optuna 2.10.1" in line
@@ -147,9 +171,11 @@ INJECTED_CALLBACK = ["+hydra.callbacks.x._target_=builtins.print", "+hydra.callb
 def test_a_callback_target_from_an_override_is_refused(tmp_path, mode):
     cli = run_cli([*mode, *INJECTED_CALLBACK, "model=naive"], tmp_path)
     assert cli.returncode == 2
-    assert cli.stderr.strip() == ("error: hydra.callbacks.x._target_: 'builtins.print' may not run from a config: "
-                                  "allowed are the runner's callback and Hydra's launchers and sweepers "
-                                  "(runner.app.EXECUTION_WHITELIST)")
+    assert cli.stderr.strip() == (
+        "error: hydra.callbacks.x._target_: 'builtins.print' may not run from a config: "
+        "allowed are the runner's callback and Hydra's launchers and sweepers "
+        "(runner.app.EXECUTION_WHITELIST)"
+    )
     assert "INJECTED" not in cli.stdout  # print never ran
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
@@ -158,8 +184,10 @@ def test_a_callback_target_from_a_shared_config_folder_is_refused(tmp_path):
     shared = tmp_path / "shared-conf" / "hydra" / "callbacks"
     shared.mkdir(parents=True)
     (shared / "evil.yaml").write_text("_target_: builtins.print\nsep: INJECTED\n")
-    cli = run_cli(["--config-dir", str(tmp_path / "shared-conf"), "+hydra/callbacks@hydra.callbacks.x=evil",
-                   "model=naive"], tmp_path)
+    cli = run_cli(
+        ["--config-dir", str(tmp_path / "shared-conf"), "+hydra/callbacks@hydra.callbacks.x=evil", "model=naive"],
+        tmp_path,
+    )
     assert cli.returncode == 2 and "'builtins.print' may not run from a config" in cli.stderr
     assert "INJECTED" not in cli.stdout and not (tmp_path / "outputs" / "mlflow.db").exists()
 
@@ -181,26 +209,38 @@ def test_a_model_target_outside_the_trusted_builders_is_refused_before_import(tm
     assert cli.returncode == 2
     assert cli.stderr.strip() == (
         "error: model._target_: 'sideeffect.build' is not a trusted builder: allowed are runner.models.<name>.build "
-        "and modules under the prefixes in RUNNER_TRUSTED_MODULES (RUNNER_TRUSTED_MODULES is unset)")
+        "and modules under the prefixes in RUNNER_TRUSTED_MODULES (RUNNER_TRUSTED_MODULES is unset)"
+    )
     assert not marker.exists(), "the module was imported before it was checked"
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
 def test_a_config_cannot_widen_the_trusted_builders(tmp_path):
     team_builders(tmp_path)
-    cli = run_cli(["model=naive", "model._target_=teammodels.naive_copy.build",
-                   "+hydra.job.env_set.RUNNER_TRUSTED_MODULES=teammodels"], tmp_path,
-                  env={"PYTHONPATH": str(tmp_path)})
+    cli = run_cli(
+        [
+            "model=naive",
+            "model._target_=teammodels.naive_copy.build",
+            "+hydra.job.env_set.RUNNER_TRUSTED_MODULES=teammodels",
+        ],
+        tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert cli.returncode == 2
-    assert cli.stderr.strip() == ("error: hydra.job.env_set.RUNNER_TRUSTED_MODULES: trusted builder modules come "
-                                  "from the environment of the command, never from a config")
+    assert cli.stderr.strip() == (
+        "error: hydra.job.env_set.RUNNER_TRUSTED_MODULES: trusted builder modules come "
+        "from the environment of the command, never from a config"
+    )
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
 def test_a_team_builder_runs_when_its_prefix_is_trusted_in_the_environment(tmp_path):
     team_builders(tmp_path)
-    cli = run_cli(["model=naive", "model._target_=teammodels.naive_copy.build", "tracking.log_model=false"],
-                  tmp_path, env={"PYTHONPATH": str(tmp_path), "RUNNER_TRUSTED_MODULES": "teammodels"})
+    cli = run_cli(
+        ["model=naive", "model._target_=teammodels.naive_copy.build", "tracking.log_model=false"],
+        tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "RUNNER_TRUSTED_MODULES": "teammodels"},
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     [run] = store_runs(tmp_path / "outputs" / "mlflow.db")
     assert run.info.status == "FINISHED" and run.data.params["model._target_"] == "teammodels.naive_copy.build"
@@ -220,11 +260,23 @@ def test_an_unreachable_postgresql_store_fails_fast_in_one_line(tmp_path):
 def test_the_server_script_refuses_a_password_in_the_postgresql_url(tmp_path):
     from helpers.servers import SERVER_SCRIPT
 
-    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://u:s3cret@127.0.0.1:5432",
-                           "--artifacts", str(tmp_path / "artifacts")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--postgres",
+            "postgresql://u:s3cret@127.0.0.1:5432",
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "s3cret" not in done.stdout + done.stderr
-    assert done.stderr.strip() == ("error: --postgres: leave the password out of the URL; give it with PGPASSWORD "
-                                   "or ~/.pgpass")
+    assert done.stderr.strip() == (
+        "error: --postgres: leave the password out of the URL; give it with PGPASSWORD or ~/.pgpass"
+    )
     assert not (tmp_path / "artifacts").exists()
 
 
@@ -249,6 +301,7 @@ def test_a_read_only_store_is_one_line_and_no_run_claims_to_have_ended(read_only
     cli = run_cli(["model=naive", "tracking.log_model=false", f"tracking.store_dir={read_only_store}/outputs"], work)
     assert cli.returncode == 1
     [line] = cli.stderr.strip().splitlines()
-    assert line == (f"error: tracking store {read_only_store}/outputs/mlflow.db cannot be written: "
-                    "Read-only file system")
+    assert line == (
+        f"error: tracking store {read_only_store}/outputs/mlflow.db cannot be written: Read-only file system"
+    )
     assert "FAILED" not in cli.stdout + cli.stderr and not list(read_only_store.iterdir())

@@ -22,8 +22,15 @@ MODEL = "naive-reference"
 
 
 def evaluate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner.evaluate", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "runner.evaluate", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +48,18 @@ def naive_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
 @pytest.mark.slow
 def test_run_scores_the_weekly_naive_on_the_protocol(naive_run: FinishedRun, tmp_path: Path):
     plot = tmp_path / "mape.png"
-    done = evaluate_cli("--run", naive_run.run_id, "--tracking-uri", naive_run.tracking_uri, "--json",
-                        "--plot", str(plot), cwd=tmp_path)
+    done = evaluate_cli(
+        "--run", naive_run.run_id, "--tracking-uri", naive_run.tracking_uri, "--json", "--plot", str(plot), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     protocol = result["protocol"]
     assert (protocol["origins"], protocol["first_origin"], protocol["last_origin"], protocol["leads"]) == (
-        1297, 2687, 3983, 48)
+        1297,
+        2687,
+        3983,
+        48,
+    )
     assert round(result["forecaster"]["mape"], 2) == 2.16
     assert round(result["weekly_naive"]["mape"], 2) == 2.16
     assert round(result["daily_naive"]["mape"], 2) == 5.90
@@ -62,8 +74,10 @@ def test_run_scores_the_weekly_naive_on_the_protocol(naive_run: FinishedRun, tmp
 def test_registered_model_by_alias_and_by_version(naive_run: FinishedRun, capsys):
     from runner.forecast.evaluate import main
 
-    cases = {(f"{MODEL}@champion",): f"model: {MODEL}@champion (version 1)  (models:/{MODEL}@champion)",
-             (MODEL, "--version", "1"): f"model: {MODEL} version 1  (models:/{MODEL}/1)"}
+    cases = {
+        (f"{MODEL}@champion",): f"model: {MODEL}@champion (version 1)  (models:/{MODEL}@champion)",
+        (MODEL, "--version", "1"): f"model: {MODEL} version 1  (models:/{MODEL}/1)",
+    }
     for args, header in cases.items():
         assert main(["--model", *args, "--tracking-uri", naive_run.tracking_uri]) == 0
         out = capsys.readouterr().out
@@ -121,15 +135,17 @@ runpy.run_module("runner.evaluate", run_name="__main__", alter_sys=True)
 
 
 @pytest.mark.slow
-def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: FinishedRun, tmp_path: Path,
-                                                                   capsys):
+def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: FinishedRun, tmp_path: Path, capsys):
     import time
 
     from runner.forecast.evaluate import main
 
     uri = naive_run.tracking_uri
-    cases = {f"{MODEL}@nope": "has no alias 'nope'", f"{MODEL}/9": "has no version 9",
-             "no-such-model@champion": "no registered model named 'no-such-model'"}
+    cases = {
+        f"{MODEL}@nope": "has no alias 'nope'",
+        f"{MODEL}/9": "has no version 9",
+        "no-such-model@champion": "no registered model named 'no-such-model'",
+    }
     for reference, message in cases.items():
         started = time.perf_counter()
         assert main(["--model", f"{MODEL}@champion", "--reference", reference, "--tracking-uri", uri]) == 1
@@ -139,9 +155,26 @@ def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: Fi
         assert elapsed < 5, f"{elapsed:.1f}s: the main model was scored first (loading and scoring take ~10 s)"
     # as a command: one line, exit 1, and no forecaster was loaded
     record = tmp_path / "loaded.json"
-    done = subprocess.run([sys.executable, "-c", RECORD_LOADING, str(record), "--model", f"{MODEL}@champion",
-                           "--reference", f"{MODEL}@nope", "--tracking-uri", uri], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RECORD_LOADING,
+            str(record),
+            "--model",
+            f"{MODEL}@champion",
+            "--reference",
+            f"{MODEL}@nope",
+            "--tracking-uri",
+            uri,
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == f"error: model '{MODEL}' has no alias 'nope'"
     assert json.loads(record.read_text()) == []
@@ -164,8 +197,10 @@ def test_usage_errors_exit_2_without_loading_anything(tmp_path: Path):
 def test_no_store_is_an_error_and_creates_none(tmp_path: Path):
     done = evaluate_cli("--model", "m@champion", cwd=tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip() == f"error: no tracking store at {tmp_path.resolve() / 'outputs' / 'mlflow.db'}; " \
-                                  "pass --tracking-uri or set MLFLOW_TRACKING_URI"
+    assert (
+        done.stderr.strip() == f"error: no tracking store at {tmp_path.resolve() / 'outputs' / 'mlflow.db'}; "
+        "pass --tracking-uri or set MLFLOW_TRACKING_URI"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -36,8 +36,9 @@ def test_a_job_that_raises_ends_its_run_failed_with_the_traceback(tmp_path):
     problems are refused before any run, see tests/test_bad_data.py)."""
     config_dir, env = broken_model(tmp_path / "conf")
 
-    cli = run_cli(["--config-dir", str(config_dir), "model=broken", "epochs=1", "tracking.log_model=false"],
-                  tmp_path, env)
+    cli = run_cli(
+        ["--config-dir", str(config_dir), "model=broken", "epochs=1", "tracking.log_model=false"], tmp_path, env
+    )
 
     assert cli.returncode == 1, cli.stderr
     last_line = cli.stderr.strip().splitlines()[-1]
@@ -50,8 +51,19 @@ def test_a_job_that_raises_ends_its_run_failed_with_the_traceback(tmp_path):
 
 
 def test_a_diverging_run_fails_with_a_clear_message(tmp_path):
-    cli = run_cli(["model=mlp", "model.hidden=[16]", "epochs=3", "data.train_stride=16", "lr=1e6",
-                   "trainer.optimizer=sgd", "trainer.clipnorm=null", "tracking.log_model=false"], tmp_path)
+    cli = run_cli(
+        [
+            "model=mlp",
+            "model.hidden=[16]",
+            "epochs=3",
+            "data.train_stride=16",
+            "lr=1e6",
+            "trainer.optimizer=sgd",
+            "trainer.clipnorm=null",
+            "tracking.log_model=false",
+        ],
+        tmp_path,
+    )
 
     assert cli.returncode != 0
     last_line = cli.stderr.strip().splitlines()[-1]
@@ -77,7 +89,8 @@ def running_run_with_an_epoch(db: Path) -> str | None:
         with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as connection:
             row = connection.execute(
                 "SELECT runs.run_uuid FROM runs JOIN metrics ON metrics.run_uuid = runs.run_uuid "
-                "WHERE runs.status = 'RUNNING' AND metrics.key = 'loss' LIMIT 1").fetchone()
+                "WHERE runs.status = 'RUNNING' AND metrics.key = 'loss' LIMIT 1"
+            ).fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return None
     return row[0] if row else None
@@ -104,8 +117,15 @@ def wait_for_training(db: Path, process: subprocess.Popen, timeout: float = 300)
 def test_a_signal_ends_the_run_killed(tmp_path, signum, exit_code, message):
     # long enough to be caught mid-training: many epochs over every training origin, no early stop
     args = ["model=mlp", "model.hidden=[16]", "epochs=1000", "trainer.patience=1000", "tracking.log_model=false"]
-    process = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=cli_env(),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         db = tmp_path / "outputs" / "mlflow.db"
         run_id = wait_for_training(db, process)

@@ -38,8 +38,12 @@ def installed(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, source / name)
     target = work / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                           str(source)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return target
 
@@ -53,16 +57,24 @@ def test_the_installed_package_ships_configs_models_and_data(installed):
     assert {p.name for p in (REPO / "models").glob("*.py")} <= {p.name for p in (package / "models").glob("*.py")}
     assert (package / "data" / "uk_electricity_demand_2000_halfhourly.csv").is_file()
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "runner").rglob("*.py")}  # every subpackage too
-    assert modules and modules == {p.relative_to(installed).as_posix() for p in package.rglob("*.py")
-                                   if "conf" not in p.relative_to(package).parts[:1]
-                                   and "models" not in p.relative_to(package).parts[:1]}
+    assert modules and modules == {
+        p.relative_to(installed).as_posix()
+        for p in package.rglob("*.py")
+        if "conf" not in p.relative_to(package).parts[:1] and "models" not in p.relative_to(package).parts[:1]
+    }
 
 
 @pytest.mark.slow
 def test_the_installed_cli_finds_its_configs_from_another_directory(installed, tmp_path):
     env = cli_env({"PYTHONPATH": str(installed)})
-    done = subprocess.run([sys.executable, "-c", RUN_INSTALLED, "--cfg", "job", "model=cnn"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_INSTALLED, "--cfg", "job", "model=cnn"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     imported_from = next(line.split(" ", 1)[1] for line in done.stderr.splitlines() if line.startswith("RUNNER_FILE"))
     assert Path(imported_from).is_relative_to(installed), f"the editable install was imported: {imported_from}"
@@ -74,7 +86,13 @@ def test_the_installed_cli_finds_its_configs_from_another_directory(installed, t
 def test_the_installed_cli_validates_against_the_installed_models(installed, tmp_path):
     """Validation imports the model's builder module (runner.models.*) from the installed copy."""
     env = cli_env({"PYTHONPATH": str(installed)})
-    done = subprocess.run([sys.executable, "-c", RUN_INSTALLED, "model=mlp", "+model.nosuch=1"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_INSTALLED, "model=mlp", "+model.nosuch=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: model.nosuch: unknown key")

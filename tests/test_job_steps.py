@@ -12,10 +12,23 @@ from helpers.configs import compose_config, pointed_at, run_job_in_process
 HORIZON = 48
 WEEK = 336
 
-MLP = ["model=mlp", "model.hidden=[4]", "epochs=2", "data.train_stride=64", "tracking.log_model=false",
-       "trainer.threads=1", "seed=3"]
-LINEAR_REFIT = ["model=linear", "epochs=2", "data.train_stride=64", "trainer.threads=1", "tracking.log_model=false",
-                "trainer.refit=true"]
+MLP = [
+    "model=mlp",
+    "model.hidden=[4]",
+    "epochs=2",
+    "data.train_stride=64",
+    "tracking.log_model=false",
+    "trainer.threads=1",
+    "seed=3",
+]
+LINEAR_REFIT = [
+    "model=linear",
+    "epochs=2",
+    "data.train_stride=64",
+    "trainer.threads=1",
+    "tracking.log_model=false",
+    "trainer.refit=true",
+]
 
 # Recorded on commit ec2f5ff, the last one before _train_and_log was split into steps, by running these two
 # configs in-process exactly as the test below does. On the recording machine the split code gives them
@@ -108,12 +121,12 @@ def test_prepare_data_fits_on_the_training_weeks_only():
     def scaled(start, stop):
         def change(frame):
             frame.iloc[start:stop, frame.columns.get_loc("demand_mw")] *= 1.5  # positions start .. stop-1
+
         return change
 
     _, later = prepared_for(overrides, scaled(train_end, len(base.values)))  # validation and test weeks
     assert later.prep.scale == base.prep.scale
-    for a, b in zip([*base.train[0].values(), base.train[1]], [*later.train[0].values(), later.train[1]],
-                    strict=True):
+    for a, b in zip([*base.train[0].values(), base.train[1]], [*later.train[0].values(), later.train[1]], strict=True):
         np.testing.assert_array_equal(a, b)
     _, test_only = prepared_for(overrides, scaled(val_end, len(base.values)))
     np.testing.assert_array_equal(test_only.val[1], base.val[1])

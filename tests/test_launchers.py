@@ -82,8 +82,15 @@ def test_two_sweeps_resume_one_optuna_study_in_postgresql(optuna_storage, tmp_pa
 
     # gru with fixed units and window: the sweeper searches only lr and dropout (a CLI value wins over
     # the preset's search space), which keeps each trial to a few seconds
-    args = ["--multirun", "sweep=optuna_shared", "model=gru", "model.units=8", "data.window=96", "epochs=1",
-            "data.train_stride=16"]
+    args = [
+        "--multirun",
+        "sweep=optuna_shared",
+        "model=gru",
+        "model.units=8",
+        "data.window=96",
+        "epochs=1",
+        "data.train_stride=16",
+    ]
     # n_trials is the number of complete trials the study should hold: the second sweep runs the 2 it misses
     for sweep, n_trials in ((1, 2), (2, 4)):
         cli = run_cli([*args, f"hydra.sweeper.n_trials={n_trials}"], tmp_path, env={"OPTUNA_STORAGE": optuna_storage})
@@ -101,8 +108,10 @@ def test_two_sweeps_resume_one_optuna_study_in_postgresql(optuna_storage, tmp_pa
     assert len(second_children) == 2
     # the second sweep's runs are the study's trials 2 and 3 (same sampled learning rates)
     assert sorted(float(c.data.params["lr"]) for c in second_children) == pytest.approx(
-        sorted(t.params["lr"] for t in trials[2:]))
+        sorted(t.params["lr"] for t in trials[2:])
+    )
     # and its result is the best of the whole study, the first sweep's trials included
-    results = yaml.safe_load((tmp_path / second.data.tags["runner.sweep_dir"] / "optimization_results.yaml")
-                             .read_text())
+    results = yaml.safe_load(
+        (tmp_path / second.data.tags["runner.sweep_dir"] / "optimization_results.yaml").read_text()
+    )
     assert results["best_value"] == pytest.approx(min(t.value for t in trials))

@@ -36,20 +36,27 @@ SECRETS = [f"secret-{i}" for i in range(1, 10)]
 # -- flattening -------------------------------------------------------------------------------------
 def test_nested_dicts_become_dotted_keys():
     assert flatten({"lr": 0.1, "model": {"name": "mlp", "opt": {"beta": 0.9}}}) == {
-        "lr": 0.1, "model.name": "mlp", "model.opt.beta": 0.9}
+        "lr": 0.1,
+        "model.name": "mlp",
+        "model.opt.beta": 0.9,
+    }
 
 
 def test_lists_are_indexed():
-    flat = flatten({"data": {"features": ["recent", "calendar"]},
-                    "registry": {"gates": [{"metric": "val_mape", "value": 10.0}]}})
-    assert flat == {"data.features.0": "recent", "data.features.1": "calendar",
-                    "registry.gates.0.metric": "val_mape", "registry.gates.0.value": 10.0}
+    flat = flatten(
+        {"data": {"features": ["recent", "calendar"]}, "registry": {"gates": [{"metric": "val_mape", "value": 10.0}]}}
+    )
+    assert flat == {
+        "data.features.0": "recent",
+        "data.features.1": "calendar",
+        "registry.gates.0.metric": "val_mape",
+        "registry.gates.0.value": 10.0,
+    }
 
 
 def test_empty_containers_and_plain_values_are_kept_as_text():
     params = to_params({"gates": [], "extra": {}, "path": None, "verbose": True, "n": 3, "lr": 1e-3})
-    assert params == {"gates": "[]", "extra": "{}", "path": "null", "verbose": "true", "n": "3",
-                      "lr": "0.001"}
+    assert params == {"gates": "[]", "extra": "{}", "path": "null", "verbose": "true", "n": "3", "lr": "0.001"}
 
 
 def test_long_values_are_cut_with_a_marker():
@@ -108,8 +115,12 @@ def test_redaction_leaves_ordinary_keys_alone():
 def test_params_within_limits_are_accepted_by_mlflow(tracking_uri):
     from runner.tracking import ExperimentTracker
 
-    config = {"model": {f"p{i}": i for i in range(230)},  # more than one batch of 100
-              "long": "v" * (MAX_PARAM_VALUE + 500), "k" * 300: {"a": 1, "b": 2}, **SECRET_CONFIG}
+    config = {
+        "model": {f"p{i}": i for i in range(230)},  # more than one batch of 100
+        "long": "v" * (MAX_PARAM_VALUE + 500),
+        "k" * 300: {"a": 1, "b": 2},
+        **SECRET_CONFIG,
+    }
     tracker = ExperimentTracker("params", tracking_uri)
     run_id = tracker.start_run("params")
     tracker.log_params(config)
@@ -135,8 +146,11 @@ def test_a_job_redacts_secrets_in_params_config_and_overrides(cfg_tiny, tmp_path
     logged = job_config(cfg_tiny)
     with open_dict(logged):
         logged.merge_with(SECRET_CONFIG)  # the job writes to validated.config.tracking.uri, not this one
-    overrides = ["model=mlp", "tracking.password=pw-secret-2",
-                 "+db=postgresql://runner:pg-secret-1@db.example:5432/mlflow"]
+    overrides = [
+        "model=mlp",
+        "tracking.password=pw-secret-2",
+        "+db=postgresql://runner:pg-secret-1@db.example:5432/mlflow",
+    ]
     context = JobContext(overrides=overrides, output_dir=tmp_path, base_dir=tmp_path)
     result = run_job(logged, validated, context)
 
@@ -145,8 +159,7 @@ def test_a_job_redacts_secrets_in_params_config_and_overrides(cfg_tiny, tmp_path
     artifacts = Path(client.download_artifacts(result.run_id, "", str(tmp_path / "downloaded")))
     config_text = (artifacts / "config.yaml").read_text()
     overrides_text = (artifacts / "overrides.yaml").read_text()
-    visible = "\n".join([repr(run.data.params), repr(run.data.tags), run.info.run_name, config_text,
-                         overrides_text])
+    visible = "\n".join([repr(run.data.params), repr(run.data.tags), run.info.run_name, config_text, overrides_text])
     assert not [secret for secret in SECRETS if secret in visible]
     config = yaml.safe_load(config_text)
     assert config["tracking"]["password"] == REDACTED

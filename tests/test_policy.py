@@ -16,48 +16,72 @@ from helpers.sweeps import TINY, policy_dict, write_policy
 # name -> (policy changes, the start of the one-line error)
 BAD_POLICIES = {
     "unknown_key": ({"gatez": []}, "error: registry.gatez: unknown key; allowed: model_name, metric, mode, gates"),
-    "unknown_op": ({"gates": [{"metric": "val_mape", "op": "==", "value": 5.0}]},
-                   "error: registry.gates.0.op: must be one of <, <=, >, >=; got '=='"),
+    "unknown_op": (
+        {"gates": [{"metric": "val_mape", "op": "==", "value": 5.0}]},
+        "error: registry.gates.0.op: must be one of <, <=, >, >=; got '=='",
+    ),
     "unknown_mode": ({"mode": "best"}, "error: registry.mode: must be one of min, max; got 'best'"),
     "never_logged": ({"metric": "val_accuracy"}, "error: registry.metric: must be one of val_mape, val_rmse"),
     "test_metric": ({"metric": "test_mape"}, "error: registry.metric: 'test_mape' scores the test weeks"),
-    "test_gate": ({"gates": [{"metric": "test_mape", "op": "<", "value": 3.0}]},
-                  "error: registry.gates.0.metric: 'test_mape' scores the test weeks"),
+    "test_gate": (
+        {"gates": [{"metric": "test_mape", "op": "<", "value": 3.0}]},
+        "error: registry.gates.0.metric: 'test_mape' scores the test weeks",
+    ),
 }
 # Names MLflow refuses (or reserves) and combinations that can never work: found before the first job,
 # not after the sweep trained and half its decision was written. Run as `registry=<name> model=naive seed=1,2`.
 BAD_NAMES = {
-    "alias_space": ({"aliases": {"winner": "my challenger", "promoted": "champion"}},
-                    "error: registry.aliases.winner: may only contain letters, digits, '_' and '-'"),
-    "alias_at": ({"aliases": {"winner": "challenger", "promoted": "champ@prod"}},
-                 "error: registry.aliases.promoted: may only contain letters, digits, '_' and '-'"),
-    "alias_latest": ({"aliases": {"winner": "latest", "promoted": "champion"}},
-                     "error: registry.aliases.winner: 'latest' is reserved by MLflow"),
-    "alias_latest_upper": ({"aliases": {"winner": "challenger", "promoted": "LATEST"}},
-                           "error: registry.aliases.promoted: 'LATEST' is reserved by MLflow"),
-    "alias_version": ({"aliases": {"winner": "v3", "promoted": "champion"}},
-                      "error: registry.aliases.winner: 'v3' is reserved by MLflow"),
-    "model_name_slash": ({"model_name": "team/forecaster"},
-                         "error: registry.model_name: must not contain '/'"),
-    "same_alias_twice": ({"aliases": {"winner": "champion", "promoted": "champion"}},
-                         "error: registry.aliases.promoted: must differ from registry.aliases.winner"),
-    "gate_value_text": ({"gates": [{"metric": "val_mape", "op": "<", "value": "abc"}]},
-                        "error: registry.gates.0.value: must be a number; got 'abc'"),
-    "gate_value_nan": ({"gates": [{"metric": "val_mape", "op": "<", "value": float("nan")}]},  # `value: .nan`
-                       "error: registry.gates.0.value: must be a finite number; got nan"),
+    "alias_space": (
+        {"aliases": {"winner": "my challenger", "promoted": "champion"}},
+        "error: registry.aliases.winner: may only contain letters, digits, '_' and '-'",
+    ),
+    "alias_at": (
+        {"aliases": {"winner": "challenger", "promoted": "champ@prod"}},
+        "error: registry.aliases.promoted: may only contain letters, digits, '_' and '-'",
+    ),
+    "alias_latest": (
+        {"aliases": {"winner": "latest", "promoted": "champion"}},
+        "error: registry.aliases.winner: 'latest' is reserved by MLflow",
+    ),
+    "alias_latest_upper": (
+        {"aliases": {"winner": "challenger", "promoted": "LATEST"}},
+        "error: registry.aliases.promoted: 'LATEST' is reserved by MLflow",
+    ),
+    "alias_version": (
+        {"aliases": {"winner": "v3", "promoted": "champion"}},
+        "error: registry.aliases.winner: 'v3' is reserved by MLflow",
+    ),
+    "model_name_slash": ({"model_name": "team/forecaster"}, "error: registry.model_name: must not contain '/'"),
+    "same_alias_twice": (
+        {"aliases": {"winner": "champion", "promoted": "champion"}},
+        "error: registry.aliases.promoted: must differ from registry.aliases.winner",
+    ),
+    "gate_value_text": (
+        {"gates": [{"metric": "val_mape", "op": "<", "value": "abc"}]},
+        "error: registry.gates.0.value: must be a number; got 'abc'",
+    ),
+    "gate_value_nan": (
+        {"gates": [{"metric": "val_mape", "op": "<", "value": float("nan")}]},  # `value: .nan`
+        "error: registry.gates.0.value: must be a finite number; got nan",
+    ),
 }
 # extra arguments -> the start of the error: also through the Optuna preset, and a grid in which one job
 # is invalid (each job of a grid is validated before the first one starts, and the error names the job)
 OTHER_BAD_SWEEPS = {
-    "unknown_mode_optuna": (["registry=unknown_mode", "sweep=optuna", "hydra.sweeper.n_trials=2"],
-                            "error: registry.mode: must be one of min, max; got 'best'"),
-    "one_bad_job": (["model=mlp,naive", "model.hidden=[8]"],
-                    "error: model.hidden: unknown key"),
+    "unknown_mode_optuna": (
+        ["registry=unknown_mode", "sweep=optuna", "hydra.sweeper.n_trials=2"],
+        "error: registry.mode: must be one of min, max; got 'best'",
+    ),
+    "one_bad_job": (["model=mlp,naive", "model.hidden=[8]"], "error: model.hidden: unknown key"),
     # a builder's own range check (models/layers.py raises ValueError) is a config error too
-    "param_range": (["model=mlp", "model.dropout=0.1,2"],
-                    "error: model.dropout: must be in [0, 1), got 2.0 (in the job model=mlp model.dropout=2 "),
-    "param_range_every_job": (["model=mlp,lstm", "model.dropout=2"],
-                              "error: model.dropout: must be in [0, 1), got 2.0 (in the job model=mlp "),
+    "param_range": (
+        ["model=mlp", "model.dropout=0.1,2"],
+        "error: model.dropout: must be in [0, 1), got 2.0 (in the job model=mlp model.dropout=2 ",
+    ),
+    "param_range_every_job": (
+        ["model=mlp,lstm", "model.dropout=2"],
+        "error: model.dropout: must be in [0, 1), got 2.0 (in the job model=mlp ",
+    ),
 }
 
 
@@ -80,10 +104,29 @@ def bad_sweeps(policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     started = {}
     for name, args in commands.items():
         cwd = tmp_path_factory.mktemp(name)
-        command = [sys.executable, "-m", "runner", "--multirun", "--config-dir", str(policy_dir), *args,
-                   "epochs=1", "data.train_stride=16"]
-        started[name] = cwd, subprocess.Popen(command, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            "-m",
+            "runner",
+            "--multirun",
+            "--config-dir",
+            str(policy_dir),
+            *args,
+            "epochs=1",
+            "data.train_stride=16",
+        ]
+        started[name] = (
+            cwd,
+            subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=cli_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            ),
+        )
     return {name: (cwd, process, *process.communicate(timeout=300)) for name, (cwd, process) in started.items()}
 
 
@@ -119,51 +162,84 @@ def aliases(winner, promoted="champion") -> dict:
     return {"aliases": {"winner": winner, "promoted": promoted}}
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    (aliases(""), "registry.aliases.winner: must not be empty (null: no alias)"),
-    (aliases("a" * 256), "registry.aliases.winner: must be at most 255 characters (MLflow's limit); got 256"),
-    (aliases("Latest"), "registry.aliases.winner: 'Latest' is reserved by MLflow"),
-    (aliases("V12"), "registry.aliases.winner: 'V12' is reserved by MLflow"),
-    (aliases("7"), "registry.aliases.winner: '7' would be read as a version number"),
-    (aliases("stage:Production"), "registry.aliases.winner: may only contain letters, digits, '_' and '-'"),
-    (aliases("champion", "Champion"), "registry.aliases.promoted: must differ from registry.aliases.winner"),
-    ({"model_name": "a:b"}, "registry.model_name: must not contain ':'"),
-    ({"model_name": "fore%cast"}, "registry.model_name: must not contain '%'"),
-    ({"model_name": "forecaster@prod"}, "registry.model_name: must not contain '@'"),
-    ({"model_name": ".."}, "registry.model_name: must not be '.' or start with '..'"),
-    ({"model_name": "..hidden"}, "registry.model_name: must not be '.' or start with '..'"),
-    ({"model_name": "   "}, "registry.model_name: must not be empty"),
-    ({"model_name": "m" * 242}, "registry.model_name: must be at most 241 characters (the registry's limit of 256"),
-    ({"stages": {"winner": "Production", "promoted": "Production", "archive_previous": True}},
-     "registry.stages.promoted: must differ from registry.stages.winner ('Production')"),
-    ({"stages": {"winner": "Archived", "promoted": None, "archive_previous": True}},
-     "registry.stages.winner: must be one of Staging, Production; got 'Archived'"),
-    ({"gates": [{"metric": "val_mape", "op": "<", "value": float("inf")}]},
-     "registry.gates.0.value: must be a finite number; got inf"),
-    ({"gates": [{"metric": "val_mape", "op": "<", "value": 5}, {"metric": "best_epoch", "op": ">=", "value": [1]}]},
-     "registry.gates.1.value: "),
-    ({"gates": [{"metric": "val_mape", "op": "<", "value": 0}]},
-     "registry.gates.0: val_mape is never negative, so `< 0` can never pass"),
-    ({"gates": [{"metric": "val_mape", "op": "<", "value": 2}, {"metric": "best_epoch", "op": ">=", "value": 1},
-                {"metric": "val_mape", "op": ">=", "value": 2}]},
-     "registry.gates.2: `val_mape >= 2` can never pass together with registry.gates.0"),
-    ({"champion": {"min_improvement": 0, "min_relative_improvement": 2, "on_data_mismatch": "rescore"}},
-     "registry.champion.min_relative_improvement: must be below 1 with mode=min"),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (aliases(""), "registry.aliases.winner: must not be empty (null: no alias)"),
+        (aliases("a" * 256), "registry.aliases.winner: must be at most 255 characters (MLflow's limit); got 256"),
+        (aliases("Latest"), "registry.aliases.winner: 'Latest' is reserved by MLflow"),
+        (aliases("V12"), "registry.aliases.winner: 'V12' is reserved by MLflow"),
+        (aliases("7"), "registry.aliases.winner: '7' would be read as a version number"),
+        (aliases("stage:Production"), "registry.aliases.winner: may only contain letters, digits, '_' and '-'"),
+        (aliases("champion", "Champion"), "registry.aliases.promoted: must differ from registry.aliases.winner"),
+        ({"model_name": "a:b"}, "registry.model_name: must not contain ':'"),
+        ({"model_name": "fore%cast"}, "registry.model_name: must not contain '%'"),
+        ({"model_name": "forecaster@prod"}, "registry.model_name: must not contain '@'"),
+        ({"model_name": ".."}, "registry.model_name: must not be '.' or start with '..'"),
+        ({"model_name": "..hidden"}, "registry.model_name: must not be '.' or start with '..'"),
+        ({"model_name": "   "}, "registry.model_name: must not be empty"),
+        ({"model_name": "m" * 242}, "registry.model_name: must be at most 241 characters (the registry's limit of 256"),
+        (
+            {"stages": {"winner": "Production", "promoted": "Production", "archive_previous": True}},
+            "registry.stages.promoted: must differ from registry.stages.winner ('Production')",
+        ),
+        (
+            {"stages": {"winner": "Archived", "promoted": None, "archive_previous": True}},
+            "registry.stages.winner: must be one of Staging, Production; got 'Archived'",
+        ),
+        (
+            {"gates": [{"metric": "val_mape", "op": "<", "value": float("inf")}]},
+            "registry.gates.0.value: must be a finite number; got inf",
+        ),
+        (
+            {
+                "gates": [
+                    {"metric": "val_mape", "op": "<", "value": 5},
+                    {"metric": "best_epoch", "op": ">=", "value": [1]},
+                ]
+            },
+            "registry.gates.1.value: ",
+        ),
+        (
+            {"gates": [{"metric": "val_mape", "op": "<", "value": 0}]},
+            "registry.gates.0: val_mape is never negative, so `< 0` can never pass",
+        ),
+        (
+            {
+                "gates": [
+                    {"metric": "val_mape", "op": "<", "value": 2},
+                    {"metric": "best_epoch", "op": ">=", "value": 1},
+                    {"metric": "val_mape", "op": ">=", "value": 2},
+                ]
+            },
+            "registry.gates.2: `val_mape >= 2` can never pass together with registry.gates.0",
+        ),
+        (
+            {"champion": {"min_improvement": 0, "min_relative_improvement": 2, "on_data_mismatch": "rescore"}},
+            "registry.champion.min_relative_improvement: must be below 1 with mode=min",
+        ),
+    ],
+)
 def test_the_schema_refuses_a_policy_that_can_never_work(changes, expected):
     error = policy_error(**changes)
     assert error.startswith(expected) and "\n" not in error, error
 
 
-@pytest.mark.parametrize("changes", [
-    aliases(None, None),  # register only
-    aliases("staging-candidate_2", "prod"),
-    {"model_name": "team.forecaster v2 (uk)"},  # MLflow allows spaces, dots and brackets
-    {"gates": [{"metric": "val_mape", "op": "<=", "value": 2}, {"metric": "val_mape", "op": ">=", "value": 2}]},
-    {"gates": [{"metric": "val_mape", "op": "<=", "value": 0}]},
-    {"mode": "max", "gates": [], "champion": {"min_improvement": 0, "min_relative_improvement": 1.5,
-                                              "on_data_mismatch": "rescore"}},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        aliases(None, None),  # register only
+        aliases("staging-candidate_2", "prod"),
+        {"model_name": "team.forecaster v2 (uk)"},  # MLflow allows spaces, dots and brackets
+        {"gates": [{"metric": "val_mape", "op": "<=", "value": 2}, {"metric": "val_mape", "op": ">=", "value": 2}]},
+        {"gates": [{"metric": "val_mape", "op": "<=", "value": 0}]},
+        {
+            "mode": "max",
+            "gates": [],
+            "champion": {"min_improvement": 0, "min_relative_improvement": 1.5, "on_data_mismatch": "rescore"},
+        },
+    ],
+)
 def test_the_schema_accepts_policies_that_can_work(changes):
     from runner.config.schema import RunnerConfig, _structured
 
@@ -172,10 +248,44 @@ def test_the_schema_accepts_policies_that_can_work(changes):
 
 # The schema mirrors MLflow's rules rather than importing MLflow (validation stays light): this checks
 # the mirror against MLflow's own validators, so an MLflow upgrade that changes a rule fails here.
-ALIASES = ["champion", "challenger-2", "a_b", "Ünïcode", "x" * 255, "x" * 256, "", "a b", "a@b", "a.b", "a/b",
-           "stage:Production", "latest", "LaTeSt", "v1", "V22", "v", "v1a", "version1"]
-MODEL_NAMES = ["uk-demand-forecaster", "a b", "a.b", "(x)", "a/b", "a:b", "a%b", ".", "..", "..a", "a..b",
-               "./a", " ", "", "\u00e9t\u00e9"]
+ALIASES = [
+    "champion",
+    "challenger-2",
+    "a_b",
+    "Ünïcode",
+    "x" * 255,
+    "x" * 256,
+    "",
+    "a b",
+    "a@b",
+    "a.b",
+    "a/b",
+    "stage:Production",
+    "latest",
+    "LaTeSt",
+    "v1",
+    "V22",
+    "v",
+    "v1a",
+    "version1",
+]
+MODEL_NAMES = [
+    "uk-demand-forecaster",
+    "a b",
+    "a.b",
+    "(x)",
+    "a/b",
+    "a:b",
+    "a%b",
+    ".",
+    "..",
+    "..a",
+    "a..b",
+    "./a",
+    " ",
+    "",
+    "\u00e9t\u00e9",
+]
 
 
 def rules(kind: str) -> tuple[list, object]:

@@ -81,7 +81,10 @@ def test_a_better_sweep_takes_the_champion_and_a_worse_one_does_not(synthetic, m
 
     versions = synthetic.versions(model_name)
     assert [(v["run_id"], v["tags"]["runner.sweep_id"]) for v in versions] == [
-        (bad.run_ids[1], bad.sweep_id), (better.run_ids[0], better.sweep_id), (worse.run_ids[0], worse.sweep_id)]
+        (bad.run_ids[1], bad.sweep_id),
+        (better.run_ids[0], better.sweep_id),
+        (worse.run_ids[0], worse.sweep_id),
+    ]
     assert versions[1]["tags"]["runner.metric_value"] == "3.75"
     assert versions[1]["tags"]["runner.policy"] == "test"
 
@@ -94,10 +97,13 @@ def test_an_equal_score_does_not_take_the_champion(synthetic, model_name):
     assert "must be strictly better" in decision.reason
 
 
-@pytest.mark.parametrize(("rule", "not_enough", "enough"), [
-    ({"min_relative_improvement": 0.02}, 3.95, 3.90),  # 2% of 4.0 = 0.08
-    ({"min_improvement": 0.5}, 3.6, 3.4),
-])
+@pytest.mark.parametrize(
+    ("rule", "not_enough", "enough"),
+    [
+        ({"min_relative_improvement": 0.02}, 3.95, 3.90),  # 2% of 4.0 = 0.08
+        ({"min_improvement": 0.5}, 3.6, 3.4),
+    ],
+)
 def test_the_champion_moves_only_for_the_required_improvement(synthetic, model_name, rule, not_enough, enough):
     policy = make_policy(model_name=model_name, champion={"on_data_mismatch": "rescore", **rule})
     synthetic.decide(synthetic.make_sweep([4.0]), policy)
@@ -121,8 +127,9 @@ def test_mode_max_prefers_the_highest_value(synthetic, model_name):
 
 
 def test_classic_stages_keep_one_version_in_production(synthetic, model_name):
-    policy = make_policy(model_name=model_name, stages={"winner": "Staging", "promoted": "Production",
-                                                        "archive_previous": True})
+    policy = make_policy(
+        model_name=model_name, stages={"winner": "Staging", "promoted": "Production", "archive_previous": True}
+    )
     synthetic.decide(synthetic.make_sweep([4.0]), policy)
     synthetic.decide(synthetic.make_sweep([3.0]), policy)
     decision, _ = synthetic.decide(synthetic.make_sweep([5.0]), policy)
@@ -163,13 +170,16 @@ def test_a_non_finite_score_never_ranks_first(synthetic, model_name, mode):
 
 
 def test_only_runs_that_pass_every_gate_and_finished_are_ranked(synthetic, model_name):
-    policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0},
-                                                       {"metric": "best_epoch", "op": ">=", "value": 2}])
+    policy = make_policy(
+        model_name=model_name,
+        gates=[{"metric": "val_mape", "op": "<", "value": 5.0}, {"metric": "best_epoch", "op": ">=", "value": 2}],
+    )
     passing = synthetic.make_sweep([4.0, 6.0], extra_metrics={"best_epoch": 3})
     failing_gate = synthetic.make_sweep([3.0], extra_metrics={"best_epoch": 1})
     killed = synthetic.make_sweep([2.0], extra_metrics={"best_epoch": 3}, status="KILLED")
-    assert [c.run_id for c in promotion.rank(policy, synthetic.candidates(passing.sweep_id, policy))] == \
-        [passing.run_ids[0]]
+    assert [c.run_id for c in promotion.rank(policy, synthetic.candidates(passing.sweep_id, policy))] == [
+        passing.run_ids[0]
+    ]
     [gated] = synthetic.candidates(failing_gate.sweep_id, policy)
     assert gated.rejected == ["gate best_epoch >= 2 failed (got 1.0)"]
     [stopped] = synthetic.candidates(killed.sweep_id, policy)
@@ -189,15 +199,18 @@ def test_a_sweep_without_logged_models_says_why_nothing_was_registered(synthetic
 
     policy = make_policy(model_name=model_name)
     sweep = synthetic.make_sweep([4.0, 3.5], with_tracker=True, log_model=False)
-    state = SweepState(sweep.sweep_id, sweep.parent_run_id, synthetic.experiment_id, synthetic.store,
-                       sweep.tracker, policy, "test")
+    state = SweepState(
+        sweep.sweep_id, sweep.parent_run_id, synthetic.experiment_id, synthetic.store, sweep.tracker, policy, "test"
+    )
     with caplog.at_level("INFO", logger="runner"):
         assert finish_sweep(state) == 0  # the default policy keeps the registry as it is (on_no_winner: keep)
     decision = decision_report(synthetic.client, sweep.parent_run_id)["decision"]
     assert decision["action"] == "no_winner" and not decision["failed"]
     reason = decision["reason"]
-    assert reason.startswith("no version registered: 2 run(s) passed the gates but logged no forecaster "
-                             "(tracking.log_model=false); the best was job #1 run "), reason
+    assert reason.startswith(
+        "no version registered: 2 run(s) passed the gates but logged no forecaster "
+        "(tracking.log_model=false); the best was job #1 run "
+    ), reason
     assert sweep.run_ids[1][:8] in reason and "val_mape 3.5000" in reason and "\n" not in reason
     [line] = [r.getMessage() for r in caplog.records if "decision:" in r.getMessage()]
     assert line.endswith(reason)  # the console report says the same, in one line
@@ -214,9 +227,15 @@ def test_the_hook_twice_for_the_same_sweep_registers_nothing_twice(synthetic, mo
 
     policy = make_policy(model_name=model_name)
     sweep = synthetic.make_sweep([4.0, 3.0], with_tracker=True)
-    state = SweepState(sweep_id=sweep.sweep_id, parent_run_id=sweep.parent_run_id,
-                       experiment_id=synthetic.experiment_id, store=synthetic.store, tracker=sweep.tracker,
-                       policy=policy, policy_name="test")
+    state = SweepState(
+        sweep_id=sweep.sweep_id,
+        parent_run_id=sweep.parent_run_id,
+        experiment_id=synthetic.experiment_id,
+        store=synthetic.store,
+        tracker=sweep.tracker,
+        policy=policy,
+        policy_name="test",
+    )
     assert finish_sweep(state) == 0
     history = synthetic.registry().alias_history(model_name)
     assert finish_sweep(state) == 0
@@ -303,18 +322,56 @@ def test_two_concurrent_sweeps_end_with_the_better_winner_as_champion(synthetic,
     for number, (hold, delay) in enumerate(holds):
         better, worse = synthetic.make_sweep([3.75]), synthetic.make_sweep([6.0])
         a, b = (worse, better) if number != 1 else (better, worse)
-        rounds.append({"model_name": f"concurrent-{number}-{uuid.uuid4().hex[:6]}", "sync": tmp_path / str(number),
-                       "better": better, "a": a, "b": b, "hold": hold, "delay": delay})
+        rounds.append(
+            {
+                "model_name": f"concurrent-{number}-{uuid.uuid4().hex[:6]}",
+                "sync": tmp_path / str(number),
+                "better": better,
+                "a": a,
+                "b": b,
+                "hold": hold,
+                "delay": delay,
+            }
+        )
     specs = {
-        "a": [{"model_name": r["model_name"], "sweep_id": r["a"].sweep_id, "sync": str(r["sync"]),
-               "hold": r["hold"], "delay": 0.0} for r in rounds],
-        "b": [{"model_name": r["model_name"], "sweep_id": r["b"].sweep_id, "sync": str(r["sync"]),
-               "hold": 0.0, "delay": r["delay"]} for r in rounds],
+        "a": [
+            {
+                "model_name": r["model_name"],
+                "sweep_id": r["a"].sweep_id,
+                "sync": str(r["sync"]),
+                "hold": r["hold"],
+                "delay": 0.0,
+            }
+            for r in rounds
+        ],
+        "b": [
+            {
+                "model_name": r["model_name"],
+                "sweep_id": r["b"].sweep_id,
+                "sync": str(r["sync"]),
+                "hold": 0.0,
+                "delay": r["delay"],
+            }
+            for r in rounds
+        ],
     }
-    processes = [subprocess.Popen([sys.executable, "-c", DECIDE_SCRIPT, synthetic.tracking_uri,
-                                   synthetic.experiment_id, json.dumps(specs[side])],
-                                  env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for side in ("a", "b")]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DECIDE_SCRIPT,
+                synthetic.tracking_uri,
+                synthetic.experiment_id,
+                json.dumps(specs[side]),
+            ],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for side in ("a", "b")
+    ]
     for r in rounds:
         r["sync"].mkdir()
         wait_for(lambda r=r: len(list(r["sync"].glob("ready-*"))) == 2, processes)
@@ -352,23 +409,37 @@ def rescore_story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     frame["demand_mw"] = frame["demand_mw"] + SHIFT_MW
     shifted = cwd / "shifted.csv"
     frame.to_csv(shifted, index=False)
-    config_dir = write_policy(cwd / "policies", "refusing",
-                              champion={"min_improvement": 0.0, "min_relative_improvement": 0.0,
-                                        "on_data_mismatch": "refuse"})
-    write_policy(config_dir, "rescoring", champion={"min_improvement": 0.01, "min_relative_improvement": 0.0,
-                                                    "on_data_mismatch": "rescore"})
+    config_dir = write_policy(
+        cwd / "policies",
+        "refusing",
+        champion={"min_improvement": 0.0, "min_relative_improvement": 0.0, "on_data_mismatch": "refuse"},
+    )
+    write_policy(
+        config_dir,
+        "rescoring",
+        champion={"min_improvement": 0.01, "min_relative_improvement": 0.0, "on_data_mismatch": "rescore"},
+    )
     store = SweepStore(cwd)
     single = run_cli(["model=naive", *TINY, f"data.path={shifted}", "promote_single_run=true"], cwd)
     single_run_ids = [r.info.run_id for r in store.runs()]
     after_single = store.versions()
-    rescored = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=rescoring", "hydra/launcher=joblib",
-                               "model=naive", *TINY])
+    rescored = run_sweep(
+        cwd, ["--config-dir", str(config_dir), "registry=rescoring", "hydra/launcher=joblib", "model=naive", *TINY]
+    )
     after_rescored = store.versions()
     history = store.registry().alias_history("uk-demand-forecaster")
     refused = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=refusing", "model=naive", *TINY])
-    return {"store": store, "single": single, "single_run_ids": single_run_ids, "after_single": after_single,
-            "rescored": rescored, "after_rescored": after_rescored, "history": history, "refused": refused,
-            "cwd": cwd}
+    return {
+        "store": store,
+        "single": single,
+        "single_run_ids": single_run_ids,
+        "after_single": after_single,
+        "rescored": rescored,
+        "after_rescored": after_rescored,
+        "history": history,
+        "refused": refused,
+        "cwd": cwd,
+    }
 
 
 @pytest.mark.slow
@@ -426,9 +497,15 @@ def finish(synthetic: SyntheticStore, sweep, policy, caplog) -> tuple[int, str]:
 
     from runner.sweep import SweepState, finish_sweep
 
-    state = SweepState(sweep_id=sweep.sweep_id, parent_run_id=sweep.parent_run_id,
-                       experiment_id=synthetic.experiment_id, store=synthetic.store, tracker=sweep.tracker,
-                       policy=policy, policy_name="test")
+    state = SweepState(
+        sweep_id=sweep.sweep_id,
+        parent_run_id=sweep.parent_run_id,
+        experiment_id=synthetic.experiment_id,
+        store=synthetic.store,
+        tracker=sweep.tracker,
+        policy=policy,
+        policy_name="test",
+    )
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="runner"):
         code = finish_sweep(state)
@@ -437,16 +514,22 @@ def finish(synthetic: SyntheticStore, sweep, policy, caplog) -> tuple[int, str]:
 
 def table_row(text: str, job: int) -> str:
     """The decision table's line of job `job` (the second column)."""
-    [row] = [line for line in text.splitlines() if line.split()[1:2] == [str(job)] and line.split()[0] in
-             ("-", *map(str, range(1, 100)))]
+    [row] = [
+        line
+        for line in text.splitlines()
+        if line.split()[1:2] == [str(job)] and line.split()[0] in ("-", *map(str, range(1, 100)))
+    ]
     return row
 
 
 def test_the_decision_table_lists_ranked_rejected_and_failed_jobs_with_units(synthetic, model_name, caplog):
     policy = make_policy(model_name=model_name, gates=[{"metric": "val_mape", "op": "<", "value": 5.0}])
-    sweep = synthetic.make_sweep([4.2, 6.1, None, 3.3896], extra_metrics={"test_mape": 2.244},
-                                 failed={2: "ValueError: data.path: 1000 values, too short for the split"},
-                                 with_tracker=True)
+    sweep = synthetic.make_sweep(
+        [4.2, 6.1, None, 3.3896],
+        extra_metrics={"test_mape": 2.244},
+        failed={2: "ValueError: data.path: 1000 values, too short for the split"},
+        with_tracker=True,
+    )
     code, text = finish(synthetic, sweep, policy, caplog)
     assert code == 1  # a job failed: the sweep fails, after the winner was promoted
     winner, second, gated, failed = (table_row(text, job) for job in (3, 0, 1, 2))
@@ -461,7 +544,11 @@ def test_the_decision_table_lists_ranked_rejected_and_failed_jobs_with_units(syn
 
     report = decision_report(synthetic.client, sweep.parent_run_id)
     assert [(row["job"], row["outcome"], row["rank"]) for row in report["jobs"]] == [
-        ("3", "ranked", 1), ("0", "ranked", 2), ("1", "rejected", None), ("2", "failed", None)]
+        ("3", "ranked", 1),
+        ("0", "ranked", 2),
+        ("1", "rejected", None),
+        ("2", "failed", None),
+    ]
     assert report["jobs"][3]["error"].startswith("ValueError: data.path")
     # what scripts read before keeps its shape
     assert report["failures"][0]["run_id"] == sweep.run_ids[2] and report["rejected"][0]["job"] == "1"
@@ -487,19 +574,41 @@ def test_the_parent_run_carries_the_sweeps_outcome(synthetic, model_name, caplog
     second = synthetic.make_sweep([4.25, 6.0], with_tracker=True)  # worse than the champion's 4.0
     finish(synthetic, second, policy, caplog)
 
-    runs = synthetic.client.search_runs([synthetic.experiment_id],
-                                        filter_string="tags.`runner.sweep_role` = 'parent' and "
-                                                      "metrics.jobs >= 0", order_by=["metrics.best_val_mape ASC"])
+    runs = synthetic.client.search_runs(
+        [synthetic.experiment_id],
+        filter_string="tags.`runner.sweep_role` = 'parent' and metrics.jobs >= 0",
+        order_by=["metrics.best_val_mape ASC"],
+    )
     by_id = {r.info.run_id: r for r in runs}
     a, b = by_id[first.parent_run_id], by_id[second.parent_run_id]
-    assert a.data.metrics == {"best_val_mape": 4.0, "jobs": 3.0, "jobs_finished": 2.0, "jobs_failed": 1.0,
-                              "jobs_rejected": 0.0, "jobs_ranked": 2.0, "jobs_reused": 0.0}
-    assert b.data.metrics == {"best_val_mape": 4.25, "jobs": 2.0, "jobs_finished": 2.0, "jobs_failed": 0.0,
-                              "jobs_rejected": 1.0, "jobs_ranked": 1.0, "jobs_reused": 0.0}
-    assert (a.data.tags["runner.decision"], a.data.tags["runner.registered_version"],
-            a.data.tags["runner.champion_version"]) == ("promoted", "1", "1")
-    assert (b.data.tags["runner.decision"], b.data.tags["runner.registered_version"],
-            b.data.tags["runner.champion_version"]) == ("registered", "2", "1")
+    assert a.data.metrics == {
+        "best_val_mape": 4.0,
+        "jobs": 3.0,
+        "jobs_finished": 2.0,
+        "jobs_failed": 1.0,
+        "jobs_rejected": 0.0,
+        "jobs_ranked": 2.0,
+        "jobs_reused": 0.0,
+    }
+    assert b.data.metrics == {
+        "best_val_mape": 4.25,
+        "jobs": 2.0,
+        "jobs_finished": 2.0,
+        "jobs_failed": 0.0,
+        "jobs_rejected": 1.0,
+        "jobs_ranked": 1.0,
+        "jobs_reused": 0.0,
+    }
+    assert (
+        a.data.tags["runner.decision"],
+        a.data.tags["runner.registered_version"],
+        a.data.tags["runner.champion_version"],
+    ) == ("promoted", "1", "1")
+    assert (
+        b.data.tags["runner.decision"],
+        b.data.tags["runner.registered_version"],
+        b.data.tags["runner.champion_version"],
+    ) == ("registered", "2", "1")
     # sorted by the outcome metric as the runs table sorts it; the parents have ended
     ours = (first.parent_run_id, second.parent_run_id)
     assert [r.info.run_id for r in runs if r.info.run_id in ours] == list(ours)

@@ -33,11 +33,26 @@ def ray_cluster() -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RUNNER_", "RAY_ADDRESS"))}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     ray_bin = Path(sys.executable).with_name("ray")
-    command = [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    command = [
+        str(ray_bin),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
     try:
-        with serving(command, Path(temp_dir) / "ray-start.log", lambda: port_accepts(port), env=env,
-                     timeout=RAY_START_TIMEOUT, term_seconds=10):
+        with serving(
+            command,
+            Path(temp_dir) / "ray-start.log",
+            lambda: port_accepts(port),
+            env=env,
+            timeout=RAY_START_TIMEOUT,
+            term_seconds=10,
+        ):
             yield f"127.0.0.1:{port}"
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -47,10 +62,21 @@ def ray_cluster() -> Iterator[str]:
 def ray_sweep(ray_cluster, mlflow_server, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ray-sweep")
     experiment = "ray-sweep"
-    cli = run_cli(["--multirun", "hydra/launcher=ray_cluster", "model=mlp", "model.hidden=[8]", "epochs=2",
-                   "data.train_stride=16", f"lr={','.join(LRS)}", f"experiment_name={experiment}",
-                   f"registry.model_name={MODEL_NAME}"],
-                  cwd, env={**mlflow_server.client_env(), "RAY_ADDRESS": ray_cluster})
+    cli = run_cli(
+        [
+            "--multirun",
+            "hydra/launcher=ray_cluster",
+            "model=mlp",
+            "model.hidden=[8]",
+            "epochs=2",
+            "data.train_stride=16",
+            f"lr={','.join(LRS)}",
+            f"experiment_name={experiment}",
+            f"registry.model_name={MODEL_NAME}",
+        ],
+        cwd,
+        env={**mlflow_server.client_env(), "RAY_ADDRESS": ray_cluster},
+    )
     assert cli.returncode == 0, f"{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}"
     client = mlflow_server.client()
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])

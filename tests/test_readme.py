@@ -55,7 +55,7 @@ OURS = re.compile(r"^\s*(make run\b|python -m runner(\.evaluate|\.registry(_cli)
 NOISE = re.compile(r"\b\w*Warning\b|\bWARNING\b|[Dd]eprecat")
 OPTUNA_OVERRIDES = ["hydra.sweeper.n_trials=2"]
 ISOLATED_PREFIXES = ("MLFLOW_", "RUNNER_", "OPTUNA_")
-COMMAND_TIMEOUT = 420       # seconds for one README line or block
+COMMAND_TIMEOUT = 420  # seconds for one README line or block
 SERVER_START_TIMEOUT = 120  # seconds until a server answers
 
 NOT_RUN = re.compile(r"#\s*not run:\s*(?P<reason>.*)$")
@@ -72,11 +72,11 @@ ENV_LINE = re.compile(r"^(?:export|source|\.)\s")
 
 @dataclass
 class Step:
-    line: int           # where it starts in README.md
-    kind: str           # bash | python
-    text: str           # the command (bash, comments and continuations resolved) or the block (python)
-    skip: str | None = None   # the `# not run:` reason
-    block: int = 0      # index of its block
+    line: int  # where it starts in README.md
+    kind: str  # bash | python
+    text: str  # the command (bash, comments and continuations resolved) or the block (python)
+    skip: str | None = None  # the `# not run:` reason
+    block: int = 0  # index of its block
 
 
 @dataclass
@@ -142,8 +142,10 @@ def test_every_block_is_marked_or_runnable() -> None:
     problems = []
     for block in parse_readme():
         if block.lang not in ("bash", "python") and not block.steps:
-            problems.append(f"README.md:{block.line}: a ```{block.lang or '(no language)'} block: use bash or "
-                            "python, or start it with `# not run: <reason>`")
+            problems.append(
+                f"README.md:{block.line}: a ```{block.lang or '(no language)'} block: use bash or "
+                "python, or start it with `# not run: <reason>`"
+            )
         for step in block.steps:
             if step.skip is not None and not step.skip:
                 problems.append(f"README.md:{step.line}: `# not run:` needs a reason a reader can see")
@@ -159,7 +161,8 @@ def test_the_readme_says_its_snippets_run_with_the_test_overrides() -> None:
     text = README.read_text()
     assert " ".join(TEST_OVERRIDES) in text and "tests/test_readme.py" in text, (
         "README.md should say, near the Quick start, that tests/test_readme.py runs every snippet with "
-        f"`{' '.join(TEST_OVERRIDES)}`")
+        f"`{' '.join(TEST_OVERRIDES)}`"
+    )
 
 
 def runner_args(command: str) -> list[str]:
@@ -167,10 +170,10 @@ def runner_args(command: str) -> list[str]:
     words = shlex.split(command)
     for i in range(len(words) - 2):
         if words[i].endswith("python") and words[i + 1] == "-m" and words[i + 2] == "runner":
-            rest = words[i + 3:]
+            rest = words[i + 3 :]
             for stop in ("|", "&&", ";", "||"):
                 if stop in rest:
-                    rest = rest[:rest.index(stop)]
+                    rest = rest[: rest.index(stop)]
             return rest
     raise AssertionError(f"no `python -m runner` in {command!r}")
 
@@ -235,8 +238,11 @@ def make_run_step() -> Step:
     return Step(0, "bash", command)
 
 
-@pytest.mark.parametrize("step", [*runner_lines(), make_run_step()],
-                         ids=lambda step: f"README.md:{step.line}" if step.line else "Makefile:run")
+@pytest.mark.parametrize(
+    "step",
+    [*runner_lines(), make_run_step()],
+    ids=lambda step: f"README.md:{step.line}" if step.line else "Makefile:run",
+)
 def test_runner_commands_compose_and_validate(step: Step, tmp_path: Path) -> None:
     """Hydra composes the line's overrides, as written and as the slow test runs it (also for lines marked
     not run: SLURM, Ray) and the runner's own validation accepts them; nothing is trained, no store opened."""
@@ -274,10 +280,10 @@ def cli_lines(pattern: re.Pattern) -> list[Step]:
 
 
 def _after(command: str, pattern: re.Pattern) -> list[str]:
-    words = shlex.split(command[pattern.search(command).end():])
+    words = shlex.split(command[pattern.search(command).end() :])
     for stop in ("|", "&&", ";", "||", ">"):
         if stop in words:
-            words = words[:words.index(stop)]
+            words = words[: words.index(stop)]
     return words
 
 
@@ -335,8 +341,9 @@ def server_port(command: str, scratch: Path) -> int:
     if match:
         return int(match[1])
     if re.search(r"make\s+ui", command):
-        make_ui = re.search(r"UI_PORT=(\d+)", command) or re.search(r"^UI_PORT \?= (\d+)$",
-                                                                     (scratch / "Makefile").read_text(), re.M)
+        make_ui = re.search(r"UI_PORT=(\d+)", command) or re.search(
+            r"^UI_PORT \?= (\d+)$", (scratch / "Makefile").read_text(), re.M
+        )
         return int(make_ui[1])
     return 5000  # mlflow's default, and make server's
 
@@ -406,13 +413,25 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                 continue
             t0 = time.monotonic()
             if step.kind == "python":
-                result = subprocess.run([sys.executable, "-c", step.text], cwd=scratch, env=env,
-                                        capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+                result = subprocess.run(
+                    [sys.executable, "-c", step.text],
+                    cwd=scratch,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=COMMAND_TIMEOUT,
+                )
                 command = f"python block\n{step.text}"
             elif ENV_LINE.match(step.text):
                 command = step.text
-                result = subprocess.run(["bash", "-c", f"{step.text}\nenv -0"], cwd=scratch, env=env,
-                                        capture_output=True, text=True, timeout=60)
+                result = subprocess.run(
+                    ["bash", "-c", f"{step.text}\nenv -0"],
+                    cwd=scratch,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 if result.returncode == 0:
                     env = dict(item.split("=", 1) for item in result.stdout.split("\0") if "=" in item)
             elif SERVER.match(step.text):
@@ -421,8 +440,9 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                     never_reinstalls(step.text, scratch, env)
                 port = server_port(step.text, scratch)
                 assert not port_answers(port), f"README.md:{step.line}: port {port} is taken before `{command}`"
-                servers.append(ServerProcess(["bash", "-c", command], tmp_path / f"server-{step.line}.log",
-                                             cwd=scratch, env=env))
+                servers.append(
+                    ServerProcess(["bash", "-c", command], tmp_path / f"server-{step.line}.log", cwd=scratch, env=env)
+                )
                 try:
                     servers[-1].start(lambda port=port: port_answers(port), SERVER_START_TIMEOUT, poll_seconds=1)
                 except ServerDidNotStart as error:
@@ -433,11 +453,18 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                 command = as_run(step.text)
                 if MAKE.match(step.text):
                     never_reinstalls(step.text, scratch, env)
-                result = subprocess.run(["bash", "-c", command], cwd=scratch, env=env, capture_output=True,
-                                        text=True, timeout=COMMAND_TIMEOUT)
+                result = subprocess.run(
+                    ["bash", "-c", command],
+                    cwd=scratch,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=COMMAND_TIMEOUT,
+                )
             output = (result.stdout + result.stderr)[-6000:]
-            assert result.returncode == 0, (f"README.md:{step.line}: exit {result.returncode}\n{command}\n"
-                                            f"--- output (end) ---\n{output}")
+            assert result.returncode == 0, (
+                f"README.md:{step.line}: exit {result.returncode}\n{command}\n--- output (end) ---\n{output}"
+            )
             if OURS.match(step.text):  # the runner's own commands print no library warning or deprecation
                 noise = [ln for ln in (result.stdout + result.stderr).splitlines() if NOISE.search(ln)]
                 assert not noise, f"README.md:{step.line}: `{command}` printed warnings:\n" + "\n".join(noise[:10])

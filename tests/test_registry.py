@@ -16,8 +16,17 @@ from runner.errors import AliasNotFound, ModelNotFound, RunnerError, TrackingUna
 from runner.registry.core import ModelRegistry, default_actor
 from runner.tracking import ExperimentTracker
 
-VERSION_KEYS = {"version", "aliases", "stage", "run_id", "tags", "source", "creation_timestamp", "status",
-                "description"}
+VERSION_KEYS = {
+    "version",
+    "aliases",
+    "stage",
+    "run_id",
+    "tags",
+    "source",
+    "creation_timestamp",
+    "status",
+    "description",
+}
 
 
 class Doubler(mlflow.pyfunc.PythonModel):
@@ -89,7 +98,9 @@ def test_alias_moves_are_recorded_with_who_when_why(registry, store, name):
     assert second["from_version"] == "1" and second["actor"] == "alice@laptop"
     history = registry.alias_history(name, "champion")
     assert [(e["from_version"], e["to_version"], e["reason"]) for e in history] == [
-        (None, "1", "first winner"), ("1", "2", "beat v1")]
+        (None, "1", "first winner"),
+        ("1", "2", "beat v1"),
+    ]
     assert history[0]["sweep_id"] == "sweep-a"
     when = datetime.fromisoformat(history[0]["when"])
     assert when.utcoffset().total_seconds() == 0
@@ -140,7 +151,9 @@ def test_transition_is_quiet_recorded_and_can_archive(registry, store, name, rec
     assert moved["stage"] == "Production"
     registry.transition_model(name, "Production", archive_existing=True, reason="v2 better")  # newest
     assert [(v["version"], v["stage"]) for v in registry.get_model_versions(name)] == [
-        ("1", "Archived"), ("2", "Production")]
+        ("1", "Archived"),
+        ("2", "Production"),
+    ]
     assert [v["version"] for v in registry.get_latest_versions(name, ["Production"])] == ["2"]
     assert {v["stage"] for v in registry.get_latest_versions(name)} == {"Archived", "Production"}
     assert not [w for w in recwarn if "stage" in str(w.message).lower()]
@@ -154,7 +167,9 @@ def test_transition_is_quiet_recorded_and_can_archive(registry, store, name, rec
     # with archive_existing is: MLflow's own archiving fails on a server on PostgreSQL)
     registry.rollback(name, "stage:Production", reason="v2 misbehaves")
     assert [(v["version"], v["stage"]) for v in registry.get_model_versions(name)] == [
-        ("1", "Production"), ("2", "Archived")]
+        ("1", "Production"),
+        ("2", "Archived"),
+    ]
 
 
 def test_unknown_names_versions_and_aliases_raise_package_errors(registry, store, name):
@@ -181,8 +196,12 @@ def test_get_model_loads_by_version_alias_and_stage(registry, store, name):
     registry.set_alias(name, "champion", 1)
     registry.transition_model(name, "Staging", version=2)
     frame = pd.DataFrame({"x": [1.0, 2.0]})
-    for model in (registry.get_model(f"{name}@champion"), registry.get_model(name, alias="champion"),
-                  registry.get_model(name, stage="Staging"), registry.get_model(name, version=2)):
+    for model in (
+        registry.get_model(f"{name}@champion"),
+        registry.get_model(name, alias="champion"),
+        registry.get_model(name, stage="Staging"),
+        registry.get_model(name, version=2),
+    ):
         assert model.predict(frame)["x"].tolist() == [2.0, 4.0]
     assert registry.model_uri(name, stage="staging") == f"models:/{name}/2"
     with pytest.raises(VersionNotFound, match="Production"):
@@ -223,16 +242,23 @@ def test_unreachable_server_raises_tracking_unavailable(monkeypatch):
 EVENT_KEYS = {"alias", "from_version", "to_version", "when", "reason", "actor", "sweep_id", "action", "key"}
 
 
-def legacy_event(registry, name, stamp: int, alias: str, from_version, to_version, action: str = "set",
-                 **extra) -> str:
+def legacy_event(registry, name, stamp: int, alias: str, from_version, to_version, action: str = "set", **extra) -> str:
     """An event exactly as the registry wrote it before this change: a registered-model tag
     `runner.alias_event.<ms>-<uuid>` holding sorted JSON."""
     import json
 
     key = f"runner.alias_event.{stamp:015d}-{uuid.uuid4().hex[:8]}"
-    event = {"alias": alias, "from_version": from_version, "to_version": to_version, "action": action,
-             "when": datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="milliseconds"),
-             "reason": f"{alias} to v{to_version}", "actor": "sweep 1234", "sweep_id": "1234", **extra}
+    event = {
+        "alias": alias,
+        "from_version": from_version,
+        "to_version": to_version,
+        "action": action,
+        "when": datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="milliseconds"),
+        "reason": f"{alias} to v{to_version}",
+        "actor": "sweep 1234",
+        "sweep_id": "1234",
+        **extra,
+    }
     registry.client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
     return key
 
@@ -256,8 +282,10 @@ def test_the_history_is_kept_out_of_the_model_pages_tags(registry, store, name):
 def test_rollback_on_a_history_written_before_this_change(registry, store, name):
     register(registry, store, name, 3)
     base = int(time.time() * 1000) - 60_000
-    old_keys = [legacy_event(registry, name, base + i, "champion", before, after)
-                for i, (before, after) in enumerate([(None, "1"), ("1", "2"), ("2", "3")])]
+    old_keys = [
+        legacy_event(registry, name, base + i, "champion", before, after)
+        for i, (before, after) in enumerate([(None, "1"), ("1", "2"), ("2", "3")])
+    ]
     legacy_event(registry, name, base + 3, "stage:Production", None, "3", action="stage", previous_stage="None")
     registry.client.set_registered_model_alias(name, "champion", "3")
     # the old format is read as it is
@@ -273,7 +301,9 @@ def test_rollback_on_a_history_written_before_this_change(registry, store, name)
     assert not [k for k in tags if k.startswith("runner.alias_event.")]
     after = registry.alias_history(name)
     assert [(e["alias"], e["action"]) for e in after] == [("champion", "set")] * 3 + [
-        ("stage:Production", "stage"), ("champion", "rollback")]
+        ("stage:Production", "stage"),
+        ("champion", "rollback"),
+    ]
     assert [e["key"].rsplit(".", 1)[-1] for e in after[:3]] == [k.rsplit(".", 1)[-1] for k in old_keys]
     assert after[0]["actor"] == "sweep 1234" and after[0]["reason"] == "champion to v1"
     # a second rollback walks further back: the undone old event is recognised under its new key
@@ -313,4 +343,7 @@ def test_the_hidden_history_and_rollback_through_a_tracking_server(mlflow_server
     assert len(tags) == 2 and all(key.startswith("mlflow.runner.alias_event.") for key in tags)
     assert registry.rollback(name, reason="v2 misbehaves")["to_version"] == "1"
     assert [(e["from_version"], e["to_version"], e["action"]) for e in registry.alias_history(name)] == [
-        (None, "1", "set"), ("1", "2", "set"), ("2", "1", "rollback")]
+        (None, "1", "set"),
+        ("1", "2", "set"),
+        ("2", "1", "rollback"),
+    ]

@@ -69,10 +69,18 @@ def registry_cli(*args: str, capsys) -> CliResult:
     return CliResult(code, out.out, out.err)
 
 
-def registry_subprocess(*args: str, cwd: Path, module: str = "runner.registry_cli",
-                        env: dict[str, str] | None = None) -> CliResult:
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(env), capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+def registry_subprocess(
+    *args: str, cwd: Path, module: str = "runner.registry_cli", env: dict[str, str] | None = None
+) -> CliResult:
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -115,14 +123,17 @@ def test_show_accepts_an_alias(swept, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["versions", "no-such-model"], "no registered model named 'no-such-model'"),
-    (["show", MODEL, "9"], f"model '{MODEL}' has no version 9"),
-    (["show", MODEL, "@nobody"], f"model '{MODEL}' has no alias 'nobody'"),
-    (["lineage", "no-such-model", "1"], "no registered model named 'no-such-model'"),
-    (["promote", MODEL, "9", "--alias", "champion", "--reason", "x"], "has no version 9"),
-    (["rollback", "no-such-model", "--reason", "x"], "no registered model named"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["versions", "no-such-model"], "no registered model named 'no-such-model'"),
+        (["show", MODEL, "9"], f"model '{MODEL}' has no version 9"),
+        (["show", MODEL, "@nobody"], f"model '{MODEL}' has no alias 'nobody'"),
+        (["lineage", "no-such-model", "1"], "no registered model named 'no-such-model'"),
+        (["promote", MODEL, "9", "--alias", "champion", "--reason", "x"], "has no version 9"),
+        (["rollback", "no-such-model", "--reason", "x"], "no registered model named"),
+    ],
+)
 def test_unknown_names_and_versions_are_one_line_errors(swept, capsys, args, message):
     result = registry_cli("--tracking-uri", swept.uri, *args, capsys=capsys)
     assert result.returncode == 1
@@ -158,29 +169,71 @@ def test_promote_and_rollback_by_hand_are_recorded(swept, capsys):
         uri = swept.client.get_run(run_id).data.tags["runner.forecaster_uri"]
         registry.register_model(uri, name)
 
-    first = as_json(registry_cli("--tracking-uri", swept.uri, "promote", name, "1", "--alias", "champion",
-                                 "--reason", "first by hand", "--actor", "alice", "--json", capsys=capsys))
+    first = as_json(
+        registry_cli(
+            "--tracking-uri",
+            swept.uri,
+            "promote",
+            name,
+            "1",
+            "--alias",
+            "champion",
+            "--reason",
+            "first by hand",
+            "--actor",
+            "alice",
+            "--json",
+            capsys=capsys,
+        )
+    )
     assert (first["from_version"], first["to_version"], first["actor"]) == (None, "1", "alice")
-    second = registry_cli("--tracking-uri", swept.uri, "promote", name, "2", "--alias", "champion",
-                          "--reason", "v2 looks better", capsys=capsys)
+    second = registry_cli(
+        "--tracking-uri",
+        swept.uri,
+        "promote",
+        name,
+        "2",
+        "--alias",
+        "champion",
+        "--reason",
+        "v2 looks better",
+        capsys=capsys,
+    )
     assert second.returncode == 0 and "champion: v1 -> v2" in second.stdout
     assert registry.get_version_by_alias(name, "champion")["version"] == "2"
 
-    back = as_json(registry_cli("--tracking-uri", swept.uri, "rollback", name, "--reason", "v2 misbehaves",
-                                "--json", capsys=capsys))
+    back = as_json(
+        registry_cli(
+            "--tracking-uri", swept.uri, "rollback", name, "--reason", "v2 misbehaves", "--json", capsys=capsys
+        )
+    )
     assert (back["from_version"], back["to_version"], back["action"]) == ("2", "1", "rollback")
     assert registry.get_version_by_alias(name, "champion")["version"] == "1"
     again = registry_cli("--tracking-uri", swept.uri, "rollback", name, "--reason", "again", capsys=capsys)
     assert again.returncode == 1 and "nothing to roll back" in again.stderr
 
-    history = as_json(registry_cli("--tracking-uri", swept.uri, "history", name, "--alias", "champion", "--json",
-                                   capsys=capsys))
+    history = as_json(
+        registry_cli("--tracking-uri", swept.uri, "history", name, "--alias", "champion", "--json", capsys=capsys)
+    )
     assert [(e["action"], e["to_version"], e["reason"]) for e in history] == [
-        ("promote", "1", "first by hand"), ("promote", "2", "v2 looks better"), ("rollback", "1", "v2 misbehaves")]
+        ("promote", "1", "first by hand"),
+        ("promote", "2", "v2 looks better"),
+        ("rollback", "1", "v2 misbehaves"),
+    ]
     assert history[1]["actor"] and "@" in history[1]["actor"]  # default: $USER@hostname
 
-    staged = registry_cli("--tracking-uri", swept.uri, "promote", name, "@champion", "--stage", "Production",
-                          "--reason", "deploy", capsys=capsys)
+    staged = registry_cli(
+        "--tracking-uri",
+        swept.uri,
+        "promote",
+        name,
+        "@champion",
+        "--stage",
+        "Production",
+        "--reason",
+        "deploy",
+        capsys=capsys,
+    )
     assert staged.returncode == 0 and "deprecat" not in (staged.stderr + staged.stdout).lower()
     assert registry.get_model_version(name, 1)["stage"] == "Production"
     assert registry.alias_history(name, "stage:Production")[-1]["reason"] == "deploy"
@@ -188,8 +241,7 @@ def test_promote_and_rollback_by_hand_are_recorded(swept, capsys):
 
 @pytest.mark.slow
 def test_lineage_leads_back_to_sweep_config_code_and_data(swept, capsys):
-    info = as_json(registry_cli("--tracking-uri", swept.uri, "lineage", MODEL, "@champion", "--json",
-                                capsys=capsys))
+    info = as_json(registry_cli("--tracking-uri", swept.uri, "lineage", MODEL, "@champion", "--json", capsys=capsys))
     run = swept.client.get_run(info["run_id"])
     assert info["version"] == "1" and info["run_id"] in swept.child_run_ids
     assert info["parent_run_id"] == swept.parent_run_id and info["sweep_id"] == swept.sweep_id
@@ -209,10 +261,9 @@ def test_lineage_leads_back_to_sweep_config_code_and_data(swept, capsys):
 # -- reproducing -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_reproduce_gives_equal_params_and_matching_metrics(swept):
-    result = registry_subprocess("--tracking-uri", swept.uri, "reproduce", MODEL, "@champion", "--json",
-                                 cwd=swept.cwd)
+    result = registry_subprocess("--tracking-uri", swept.uri, "reproduce", MODEL, "@champion", "--json", cwd=swept.cwd)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout[result.stdout.index("{"):])  # the run's own summary comes first
+    report = json.loads(result.stdout[result.stdout.index("{") :])  # the run's own summary comes first
     original_id = swept.client.get_model_version_by_alias(MODEL, "champion").run_id
     assert report["original_run_id"] == original_id and report["reproduced"] is True
     original, new = swept.client.get_run(original_id), swept.client.get_run(report["new_run_id"])
@@ -248,10 +299,24 @@ def test_a_run_killed_with_sigkill_is_found_and_closed(tmp_path, capsys):
     from runner.tracking import ExperimentTracker
 
     uri = sqlite_uri(tmp_path / "outputs" / "mlflow.db")
-    job = subprocess.Popen([sys.executable, "-m", "runner", "epochs=200", "data.train_stride=16", "model=mlp",
-                            "model.hidden=[8]", "trainer.patience=200", "tracking.heartbeat_seconds=1"],
-                           cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
-                           stderr=(tmp_path / "job.err").open("w"), start_new_session=True)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "epochs=200",
+            "data.train_stride=16",
+            "model=mlp",
+            "model.hidden=[8]",
+            "trainer.patience=200",
+            "tracking.heartbeat_seconds=1",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "job.err").open("w"),
+        start_new_session=True,
+    )
     try:
         victim = wait_for_running_run(uri, job, tmp_path / "job.err", timeout=180)
         time.sleep(2.5)  # a couple of heartbeats, so the run is demonstrably alive before the kill
@@ -268,8 +333,9 @@ def test_a_run_killed_with_sigkill_is_found_and_closed(tmp_path, capsys):
     live.start_run("alive", activate=False)
     try:
         time.sleep(4)  # the victim's last heartbeat is now older than 3 s
-        listed = as_json(registry_cli("--tracking-uri", uri, "stale-runs", "--older-than", "3", "--json",
-                                      capsys=capsys))
+        listed = as_json(
+            registry_cli("--tracking-uri", uri, "stale-runs", "--older-than", "3", "--json", capsys=capsys)
+        )
         assert [r["run_id"] for r in listed] == [victim]
         assert client.get_run(victim).info.status == "RUNNING"  # listing changes nothing
         closed = registry_cli("--tracking-uri", uri, "stale-runs", "--older-than", "3", "--close", capsys=capsys)
@@ -281,17 +347,18 @@ def test_a_run_killed_with_sigkill_is_found_and_closed(tmp_path, capsys):
     assert run.info.status == "FAILED"
     assert "no heartbeat" in run.data.tags["runner.closed_reason"]
     assert run.info.end_time / 1000 <= time.time() - 3
-    again = as_json(registry_cli("--tracking-uri", uri, "stale-runs", "--older-than", "3", "--json",
-                                 capsys=capsys))
+    again = as_json(registry_cli("--tracking-uri", uri, "stale-runs", "--older-than", "3", "--json", capsys=capsys))
     assert again == []
 
 
 def wait_for_running_run(uri: str, job: subprocess.Popen, errors: Path, timeout: float) -> str:
     """The id of the job's run once it has logged its first epoch. The database is read with sqlite3,
     read-only: an MLflow client would run the store's migrations while the job is running them too."""
-    db = Path(uri[len("sqlite:///"):])
-    query = ("SELECT runs.run_uuid FROM runs JOIN metrics ON metrics.run_uuid = runs.run_uuid "
-             "WHERE runs.status = 'RUNNING' AND metrics.key = 'loss' LIMIT 1")
+    db = Path(uri[len("sqlite:///") :])
+    query = (
+        "SELECT runs.run_uuid FROM runs JOIN metrics ON metrics.run_uuid = runs.run_uuid "
+        "WHERE runs.status = 'RUNNING' AND metrics.key = 'loss' LIMIT 1"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert job.poll() is None, f"the job ended before it could be killed: {errors.read_text()[-2000:]}"
@@ -311,8 +378,9 @@ def wait_for_running_run(uri: str, job: subprocess.Popen, errors: Path, timeout:
 @pytest.mark.slow
 def test_entry_points_and_no_tensorflow(swept):
     script = Path(sys.executable).with_name("runner-registry")
-    done = subprocess.run([str(script), "--tracking-uri", swept.uri, "models"], env=cli_env(), capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [str(script), "--tracking-uri", swept.uri, "models"], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and MODEL in done.stdout
     as_module = registry_subprocess("models", cwd=swept.cwd, module="runner.registry")  # default store: ./outputs
     assert as_module.returncode == 0 and MODEL in as_module.stdout
@@ -326,25 +394,71 @@ def test_entry_points_and_no_tensorflow(swept):
         "        assert e.code == 0, (args, e.code)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
     )
-    commands = ["models", f"versions {MODEL}", f"show {MODEL} @champion", f"lineage {MODEL} 1",
-                f"history {MODEL}", "stale-runs", f"reproduce {MODEL} 1 --dry-run",
-                f"promote {MODEL} 1 --alias probe --reason probe"]
-    done = subprocess.run([sys.executable, "-c", probe, swept.uri, *commands], env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    commands = [
+        "models",
+        f"versions {MODEL}",
+        f"show {MODEL} @champion",
+        f"lineage {MODEL} 1",
+        f"history {MODEL}",
+        "stale-runs",
+        f"reproduce {MODEL} 1 --dry-run",
+        f"promote {MODEL} 1 --alias probe --reason probe",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", probe, swept.uri, *commands], env=cli_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- tables with context, on a synthetic store (fast: nothing trained) --------------------------------
 TABLE_MODEL = "tables-model"
-OLD_VERSION_KEYS = {"name", "version", "aliases", "stage", "run_id", "model_id", "tags", "source", "status",
-                    "description", "creation_timestamp", "last_updated_timestamp", "user_id", "metrics",
-                    "policy_metric"}
+OLD_VERSION_KEYS = {
+    "name",
+    "version",
+    "aliases",
+    "stage",
+    "run_id",
+    "model_id",
+    "tags",
+    "source",
+    "status",
+    "description",
+    "creation_timestamp",
+    "last_updated_timestamp",
+    "user_id",
+    "metrics",
+    "policy_metric",
+}
 OLD_EVENT_KEYS = {"alias", "from_version", "to_version", "when", "reason", "actor", "sweep_id", "action", "key"}
-OLD_LINEAGE_KEYS = {"name", "version", "aliases", "stage", "version_tags", "source", "creation_timestamp", "run_id",
-                    "events", "run_name", "run_status", "experiment_id", "parent_run_id", "sweep_id", "job_num",
-                    "config", "git_commit", "git_dirty", "data_fingerprint", "data_file", "protocol",
-                    "runner_version", "forecaster_uri", "params", "metrics", "overrides"}
+OLD_LINEAGE_KEYS = {
+    "name",
+    "version",
+    "aliases",
+    "stage",
+    "version_tags",
+    "source",
+    "creation_timestamp",
+    "run_id",
+    "events",
+    "run_name",
+    "run_status",
+    "experiment_id",
+    "parent_run_id",
+    "sweep_id",
+    "job_num",
+    "config",
+    "git_commit",
+    "git_dirty",
+    "data_fingerprint",
+    "data_file",
+    "protocol",
+    "runner_version",
+    "forecaster_uri",
+    "params",
+    "metrics",
+    "overrides",
+}
 
 
 @pytest.fixture(scope="module")
@@ -360,8 +474,7 @@ def decided(tmp_path_factory):
     for sweep in (first, second):
         synthetic.decide(sweep, policy)
     registry = synthetic.registry()
-    registry.register_model(synthetic.client.get_run(second.run_ids[0]).data.tags["runner.forecaster_uri"],
-                            TABLE_MODEL)
+    registry.register_model(synthetic.client.get_run(second.run_ids[0]).data.tags["runner.forecaster_uri"], TABLE_MODEL)
     return {"store": synthetic, "first": first, "second": second}
 
 
@@ -376,28 +489,63 @@ def columns(text: str) -> list[dict[str, str]]:
 
 def test_versions_table_has_run_model_sweep_outcome_and_units(decided, capsys):
     uri = decided["store"].tracking_uri
-    staged = registry_cli("--tracking-uri", uri, "promote", TABLE_MODEL, "1", "--stage", "Production",
-                          "--reason", "deploy", "--actor", "carol", capsys=capsys)
+    staged = registry_cli(
+        "--tracking-uri",
+        uri,
+        "promote",
+        TABLE_MODEL,
+        "1",
+        "--stage",
+        "Production",
+        "--reason",
+        "deploy",
+        "--actor",
+        "carol",
+        capsys=capsys,
+    )
     assert staged.returncode == 0 and staged.stdout.startswith("stage Production: - -> v1  (carol: deploy)")
     text = registry_cli("--tracking-uri", uri, "versions", TABLE_MODEL, capsys=capsys).stdout
-    assert text.splitlines()[0].split()[:11] == ["version", "stage", "aliases", "val_mape", "test_mape", "outcome",
-                                                 "run", "model", "sweep", "created", "(UTC)"]
+    assert text.splitlines()[0].split()[:11] == [
+        "version",
+        "stage",
+        "aliases",
+        "val_mape",
+        "test_mape",
+        "outcome",
+        "run",
+        "model",
+        "sweep",
+        "created",
+        "(UTC)",
+    ]
     v1, v2, v3 = columns(text)
     first, second = decided["first"], decided["second"]
-    assert (v1["version"], v1["stage"], v1["aliases"], v1["val_mape"], v1["test_mape"], v1["outcome"]) == \
-        ("1", "Production", "champion", "4.000%", "2.500%", "promoted")
+    assert (v1["version"], v1["stage"], v1["aliases"], v1["val_mape"], v1["test_mape"], v1["outcome"]) == (
+        "1",
+        "Production",
+        "champion",
+        "4.000%",
+        "2.500%",
+        "promoted",
+    )
     assert (v1["run"], v1["model"], v1["sweep"]) == ("synthetic #0", "naive", first.sweep_id[:8])
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", v1["created (UTC)"])
-    assert (v2["stage"], v2["aliases"], v2["outcome"], v2["sweep"]) == ("-", "challenger", "registered",
-                                                                      second.sweep_id[:8])
+    assert (v2["stage"], v2["aliases"], v2["outcome"], v2["sweep"]) == (
+        "-",
+        "challenger",
+        "registered",
+        second.sweep_id[:8],
+    )
     assert (v3["stage"], v3["aliases"], v3["outcome"], v3["val_mape"]) == ("-", "-", "-", "4.500%")
     assert "None" not in text
 
     versions = as_json(registry_cli("--tracking-uri", uri, "versions", TABLE_MODEL, "--json", capsys=capsys))
     assert len(versions) == 3 and all(OLD_VERSION_KEYS <= set(v) for v in versions)  # fields only added
     assert [(v["outcome"], v["run_name"], v["model"], v["sweep_id"]) for v in versions] == [
-        ("promoted", "synthetic #0", "naive", first.sweep_id), ("registered", "synthetic #0", "naive", second.sweep_id),
-        (None, "synthetic #0", "naive", second.sweep_id)]
+        ("promoted", "synthetic #0", "naive", first.sweep_id),
+        ("registered", "synthetic #0", "naive", second.sweep_id),
+        (None, "synthetic #0", "naive", second.sweep_id),
+    ]
     assert versions[2]["stage"] == "None"  # the JSON keeps MLflow's value
 
 
@@ -407,9 +555,12 @@ def test_history_names_who_launched_the_sweep_beside_its_id(decided, capsys):
     rows = columns(text)
     champion = [r for r in rows if r["alias"] == "champion"]
     assert [(r["action"], r["from"], r["to"], r["actor"], r["sweep"]) for r in champion] == [
-        ("set", "-", "v1", "alice", decided["first"].sweep_id[:8])]
+        ("set", "-", "v1", "alice", decided["first"].sweep_id[:8])
+    ]
     assert [(r["from"], r["to"], r["actor"]) for r in rows if r["alias"] == "challenger"] == [
-        ("-", "v1", "alice"), ("v1", "v2", "bob")]
+        ("-", "v1", "alice"),
+        ("v1", "v2", "bob"),
+    ]
     assert "stage:" not in text and "None" not in text
     events = as_json(registry_cli("--tracking-uri", uri, "history", TABLE_MODEL, "--json", capsys=capsys))
     # the table's rows as JSON: the fixture's three alias moves, and the stage move when the versions test ran first

@@ -23,8 +23,14 @@ from helpers.configs import compose_config
 from helpers.store import store_runs
 from helpers.sweeps import SweepStore, describe, run_sweep
 
-TINY = ["model=mlp", "model.hidden=[4]", "epochs=2", "data.train_stride=64", "trainer.verbose=false",
-        "trainer.threads=1"]
+TINY = [
+    "model=mlp",
+    "model.hidden=[4]",
+    "epochs=2",
+    "data.train_stride=64",
+    "trainer.verbose=false",
+    "trainer.threads=1",
+]
 NAIVE = ["model=naive", "trainer.verbose=false"]  # nothing to train: a job costs its evaluation only
 REUSED_FROM = "runner.reused_from"
 IDENTITY = "runner.job_identity"
@@ -51,17 +57,30 @@ def test_the_identity_counts_what_changes_a_result_and_nothing_else():
     base = identity_of(NAIVE)
     assert base == identity_of(NAIVE)  # stable
     # where runs go, threads, the policy, the experiment and the reuse settings do not count
-    for same in (["tracking.uri=sqlite:///elsewhere.db"], ["trainer.threads=2"], ["registry=strict"],
-                 ["experiment_name=other"], ["tracking.heartbeat_seconds=5"], ["reuse.preview=true"],
-                 ["tracking.uri=postgresql://team:hunter2@db:5432/mlflow"]):
+    for same in (
+        ["tracking.uri=sqlite:///elsewhere.db"],
+        ["trainer.threads=2"],
+        ["registry=strict"],
+        ["experiment_name=other"],
+        ["tracking.heartbeat_seconds=5"],
+        ["reuse.preview=true"],
+        ["tracking.uri=postgresql://team:hunter2@db:5432/mlflow"],
+    ):
         assert identity_of([*NAIVE, *same]) == base, same
     # the values a job computes with do
-    for other in (["lr=0.002"], ["seed=1"], ["data.window=48"], ["tracking.log_model=false"], ["model=linear"],
-                  ["data.split.train_weeks=6"]):
+    for other in (
+        ["lr=0.002"],
+        ["seed=1"],
+        ["data.window=48"],
+        ["tracking.log_model=false"],
+        ["model=linear"],
+        ["data.split.train_weeks=6"],
+    ):
         assert identity_of([*NAIVE, *other]) != base, other
     # and a key taken out of reuse.ignore counts again
     assert identity_of([*NAIVE, "trainer.threads=2", "reuse.ignore=[registry]"]) != identity_of(
-        [*NAIVE, "trainer.threads=1", "reuse.ignore=[registry]"])
+        [*NAIVE, "trainer.threads=1", "reuse.ignore=[registry]"]
+    )
 
 
 def test_the_code_version_is_the_packages_files_by_content():
@@ -72,8 +91,9 @@ def test_the_code_version_is_the_packages_files_by_content():
     assert {"runner/job.py", "runner/reuse.py", "conf/config.yaml", "models/mlp.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".csv") for n in names)
     assert len(reuse.code_version()) == 16
-    assert reuse.job_identity({"a": 1}, [], "f", "p", code="one") != reuse.job_identity({"a": 1}, [], "f", "p",
-                                                                                          code="two")
+    assert reuse.job_identity({"a": 1}, [], "f", "p", code="one") != reuse.job_identity(
+        {"a": 1}, [], "f", "p", code="two"
+    )
 
 
 def test_a_reuse_ignore_key_that_does_not_exist_is_one_line_before_anything_runs(run_cli, tmp_path):
@@ -126,8 +146,18 @@ def test_a_sweep_run_again_trains_nothing_registers_nothing_and_keeps_its_champi
 def test_an_optuna_trial_whose_config_matches_a_finished_run_reuses_it(tmp_path):
     """Same seed, same proposals: the second study's trials are the first one's, and each reuses its run."""
     # values given on the command line win over the preset's search space: the sweeper samples lr only
-    args = ["sweep=optuna", "hydra.sweeper.n_trials=2", "model=gru", "model.units=4", "model.dropout=0.0",
-            "data.window=48", "epochs=1", "data.train_stride=64", "trainer.verbose=false", "trainer.threads=1"]
+    args = [
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        "model=gru",
+        "model.units=4",
+        "model.dropout=0.0",
+        "data.window=48",
+        "epochs=1",
+        "data.train_stride=64",
+        "trainer.verbose=false",
+        "trainer.threads=1",
+    ]
     first = run_sweep(tmp_path, args)
     assert first.cli.returncode == 0, describe(first)
     _, trained = first.runs()
@@ -147,15 +177,23 @@ def test_an_interrupted_sweep_run_again_trains_only_the_rest_and_decides_as_if_u
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     db = stopped / "outputs" / "mlflow.db"
-    process = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=stopped, env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "--multirun", *args],
+        cwd=stopped,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def finished_children() -> int:
         try:
             with sqlite3.connect(db) as connection:
                 return connection.execute(
                     "SELECT count(*) FROM runs r WHERE r.status = 'FINISHED' AND NOT EXISTS (SELECT 1 FROM tags t "
-                    "WHERE t.run_uuid = r.run_uuid AND t.key = 'runner.sweep_role')").fetchone()[0]
+                    "WHERE t.run_uuid = r.run_uuid AND t.key = 'runner.sweep_role')"
+                ).fetchone()[0]
         except sqlite3.OperationalError:  # not created yet
             return 0
 
@@ -171,8 +209,11 @@ def test_an_interrupted_sweep_run_again_trains_only_the_rest_and_decides_as_if_u
             process.communicate()
     assert process.returncode == 130, stderr
     before = store_runs(db)
-    done = {r.data.tags[IDENTITY]: r.info.run_id for r in before
-            if r.info.status == "FINISHED" and "runner.job_num" in r.data.tags}
+    done = {
+        r.data.tags[IDENTITY]: r.info.run_id
+        for r in before
+        if r.info.status == "FINISHED" and "runner.job_num" in r.data.tags
+    }
     assert 2 <= len(done) < 4, [(r.info.run_name, r.info.status) for r in before]
 
     resumed = run_sweep(stopped, args)
@@ -201,15 +242,25 @@ def test_a_sweep_killed_hard_is_picked_up_at_once_its_dead_runs_closed(tmp_path)
 
     args = [*TINY, "epochs=40", "trainer.patience=40", "lr=0.001,0.003"]  # job 1 is still training when killed
     db = tmp_path / "outputs" / "mlflow.db"
-    process = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *args], cwd=tmp_path, env=cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "--multirun", *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
     def statuses() -> list[str]:
         try:
             with sqlite3.connect(db) as connection:
-                return [s for (s,) in connection.execute(
-                    "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'runner.job_num' "
-                    "ORDER BY r.start_time")]
+                return [
+                    s
+                    for (s,) in connection.execute(
+                        "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                        "AND t.key = 'runner.job_num' ORDER BY r.start_time"
+                    )
+                ]
         except sqlite3.OperationalError:
             return []
 
@@ -276,8 +327,22 @@ def package_copies(tmp_path_factory) -> dict[str, Path]:
             builder = source / "models" / "naive.py"
             builder.write_text(builder.read_text() + "\n# an edit: new code, a new identity\n")
         sites[label] = work / f"site-{label}"
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                               str(sites[label]), str(source)], capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(sites[label]),
+                str(source),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     return sites
 
@@ -298,8 +363,10 @@ def test_other_code_retrains_and_the_same_code_installed_another_way_reuses(tmp_
         _, runs = store.sweep_runs(parent.data.tags["runner.sweep_id"])
         assert len(runs) == 2 and reused_from(runs) == expected, label
         assert {r.data.tags["runner.code_version"] for r in runs} == (
-            {original[0].data.tags["runner.code_version"]} if label == "same" else
-            {runs[0].data.tags["runner.code_version"]} - {original[0].data.tags["runner.code_version"]})
+            {original[0].data.tags["runner.code_version"]}
+            if label == "same"
+            else {runs[0].data.tags["runner.code_version"]} - {original[0].data.tags["runner.code_version"]}
+        )
 
 
 # -- a twin still running, the preview ------------------------------------------------------------------
@@ -314,9 +381,17 @@ def twin_run(tmp_path: Path, overrides: list[str], heartbeat_age: float):
     client = MlflowClient(tracking_uri=manager.tracking_uri)
     experiment = manager.setup_experiment("uk-demand")
     beat = int(time.time() - heartbeat_age)
-    run = client.create_run(experiment, run_name="twin", tags={
-        IDENTITY: identity_of(overrides), "runner.heartbeat": str(beat), "runner.heartbeat_seconds": "30",
-        "runner.sweep_id": "another-sweep"}, start_time=beat * 1000)
+    run = client.create_run(
+        experiment,
+        run_name="twin",
+        tags={
+            IDENTITY: identity_of(overrides),
+            "runner.heartbeat": str(beat),
+            "runner.heartbeat_seconds": "30",
+            "runner.sweep_id": "another-sweep",
+        },
+        start_time=beat * 1000,
+    )
     return client, run.info.run_id
 
 

@@ -40,8 +40,15 @@ UI_START_TIMEOUT = 90.0
 
 
 def cli(args: list[str], cwd: Path, module: str = "runner") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # -- refused before anything runs -------------------------------------------------------------------
@@ -59,22 +66,32 @@ REFUSED = [
     (["--multirun", f"tracking.uri=choice(sqlite:///a.db,{PG})"], "tracking.uri", "runner"),
     ([f"tracking.uri=http://alice:{SLOT}@127.0.0.1:5000"], "tracking.uri", "runner"),
     ([f"tracking.uri=postgresql+psycopg://postgres:a/{SLOT}@127.0.0.1/mlflow"], "tracking.uri", "runner"),
-    (["--multirun", "sweep=optuna_shared",
-      f"hydra.sweeper.storage=postgresql://postgres:{SLOT}@127.0.0.1:5432/optuna"],
-     "hydra.sweeper.storage", "runner"),
+    (
+        [
+            "--multirun",
+            "sweep=optuna_shared",
+            f"hydra.sweeper.storage=postgresql://postgres:{SLOT}@127.0.0.1:5432/optuna",
+        ],
+        "hydra.sweeper.storage",
+        "runner",
+    ),
     ([f"data.path=https://reader:{SLOT}@data.example/demand.csv"], "data.path", "runner"),
     ([f"+extra.url=mysql://u:{SLOT}@h/db"], "extra.url", "runner"),
     ([f"+tracking.password={SLOT}"], "tracking.password", "runner"),
     ([f"++auth.token={SLOT}"], "auth.token", "runner"),
-    ([f"hydra.job.env_set.MLFLOW_TRACKING_PASSWORD={SLOT}"], "hydra.job.env_set.MLFLOW_TRACKING_PASSWORD",
-     "runner"),
-    (["--multirun", "hydra/launcher=ray_cluster",
-      f"hydra.launcher.ray.init.runtime_env.env_vars.MLFLOW_TRACKING_PASSWORD={SLOT}"],
-     "hydra.launcher.ray.init.runtime_env.env_vars.MLFLOW_TRACKING_PASSWORD", "runner"),
+    ([f"hydra.job.env_set.MLFLOW_TRACKING_PASSWORD={SLOT}"], "hydra.job.env_set.MLFLOW_TRACKING_PASSWORD", "runner"),
+    (
+        [
+            "--multirun",
+            "hydra/launcher=ray_cluster",
+            f"hydra.launcher.ray.init.runtime_env.env_vars.MLFLOW_TRACKING_PASSWORD={SLOT}",
+        ],
+        "hydra.launcher.ray.init.runtime_env.env_vars.MLFLOW_TRACKING_PASSWORD",
+        "runner",
+    ),
     (["--tracking-uri", PG, "models"], "--tracking-uri", "runner.registry_cli"),
     (["models", f"--tracking-uri={PG}"], "--tracking-uri", "runner.registry_cli"),
-    (["--run", "0" * 32, "--tracking-uri", f"http://alice:{SLOT}@127.0.0.1:5000"], "--tracking-uri",
-     "runner.evaluate"),
+    (["--run", "0" * 32, "--tracking-uri", f"http://alice:{SLOT}@127.0.0.1:5000"], "--tracking-uri", "runner.evaluate"),
 ]
 
 
@@ -90,12 +107,22 @@ def test_a_credential_on_the_command_line_is_refused_before_anything_runs(args, 
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == []  # no outputs/, no store
 
 
-@pytest.mark.parametrize("arg", [
-    "model=naive", "seed=1,2", "tracking.uri=postgresql://postgres@127.0.0.1:5432/mlflow",
-    "tracking.uri=sqlite:////tmp/x/mlflow.db", "tracking.uri=http://127.0.0.1:5000/a@b",
-    "data.path=/data/demand@2024.csv", "trainer.patience=3", "+data.passes=2", "~tracking.password",
-    "tracking.uri=${oc.env:MY_STORE_URI}", "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}",
-])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "model=naive",
+        "seed=1,2",
+        "tracking.uri=postgresql://postgres@127.0.0.1:5432/mlflow",
+        "tracking.uri=sqlite:////tmp/x/mlflow.db",
+        "tracking.uri=http://127.0.0.1:5000/a@b",
+        "data.path=/data/demand@2024.csv",
+        "trainer.patience=3",
+        "+data.passes=2",
+        "~tracking.password",
+        "tracking.uri=${oc.env:MY_STORE_URI}",
+        "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}",
+    ],
+)
 def test_arguments_without_a_credential_pass(arg):
     assert find_credential([arg]) is None
 
@@ -117,10 +144,18 @@ def test_log_lines_never_hold_a_password():
     logger.propagate = False
     try:
         logger.warning("Storage: %s", f"postgresql://postgres:{PASSWORD}@db:5432/optuna")
-        logger.warning("Initializing ray with config: %s",
-                       {"runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": f"http://ana:{PASSWORD}1@h:5000",
-                                                     "MLFLOW_TRACKING_PASSWORD": f"{PASSWORD}2",
-                                                     "MLFLOW_TRACKING_USERNAME": "ana"}}})
+        logger.warning(
+            "Initializing ray with config: %s",
+            {
+                "runtime_env": {
+                    "env_vars": {
+                        "MLFLOW_TRACKING_URI": f"http://ana:{PASSWORD}1@h:5000",
+                        "MLFLOW_TRACKING_PASSWORD": f"{PASSWORD}2",
+                        "MLFLOW_TRACKING_USERNAME": "ana",
+                    }
+                }
+            },
+        )
         try:
             raise ConnectionError(f"could not reach mysql://u:{PASSWORD}@db/x")
         except ConnectionError:
@@ -134,14 +169,20 @@ def test_log_lines_never_hold_a_password():
     assert "ConnectionError: could not reach mysql://u:***REDACTED***@db/x" in text
 
 
-@pytest.mark.parametrize(("uri", "shown", "note"), [
-    (f"postgresql://postgres:{SLOT}@127.0.0.1:5432/mlflow", "postgresql://postgres@127.0.0.1:5432/mlflow",
-     "PGPASSWORD"),
-    (f"postgresql+psycopg://runner:a/{SLOT}@db/mlflow", "postgresql+psycopg://runner@db/mlflow", "PGPASSWORD"),
-    (f"http://ana:{SLOT}@127.0.0.1:5000", "http://ana@127.0.0.1:5000", "browser"),
-    (f"https://{SLOT}@mlflow.example", "https://mlflow.example", "browser"),
-    ("sqlite:////tmp/a folder/mlflow.db", "sqlite:////tmp/a folder/mlflow.db", None),
-])
+@pytest.mark.parametrize(
+    ("uri", "shown", "note"),
+    [
+        (
+            f"postgresql://postgres:{SLOT}@127.0.0.1:5432/mlflow",
+            "postgresql://postgres@127.0.0.1:5432/mlflow",
+            "PGPASSWORD",
+        ),
+        (f"postgresql+psycopg://runner:a/{SLOT}@db/mlflow", "postgresql+psycopg://runner@db/mlflow", "PGPASSWORD"),
+        (f"http://ana:{SLOT}@127.0.0.1:5000", "http://ana@127.0.0.1:5000", "browser"),
+        (f"https://{SLOT}@mlflow.example", "https://mlflow.example", "browser"),
+        ("sqlite:////tmp/a folder/mlflow.db", "sqlite:////tmp/a folder/mlflow.db", None),
+    ],
+)
 def test_the_ui_hint_leaves_the_password_out_and_says_where_it_goes(uri, shown, note):
     from runner.tracking import Store
 
@@ -182,11 +223,13 @@ def leaks(secret: str, folder: Path, console: str, database_urls: list[str]) -> 
     """Every place that holds `secret`: a database dump, a file under `folder` (read as bytes), the console."""
     found = [f"console: {line.strip()[:200]}" for line in console.splitlines() if secret in line]
     for url in database_urls:
-        dump = subprocess.run(["pg_dump", "--no-owner", f"--dbname={url}"], capture_output=True, check=True,
-                              timeout=120).stdout
+        dump = subprocess.run(
+            ["pg_dump", "--no-owner", f"--dbname={url}"], capture_output=True, check=True, timeout=120
+        ).stdout
         assert b"CREATE TABLE" in dump, f"empty dump of {url}"
-        found += [f"pg_dump {urlsplit(url).path}: {line[:200]!r}" for line in dump.splitlines()
-                  if secret.encode() in line]
+        found += [
+            f"pg_dump {urlsplit(url).path}: {line[:200]!r}" for line in dump.splitlines() if secret.encode() in line
+        ]
     files = [path for path in folder.rglob("*") if path.is_file()]
     assert files, f"nothing under {folder}"
     found += [str(path.relative_to(folder)) for path in files if secret.encode() in path.read_bytes()]
@@ -210,10 +253,17 @@ def finished_sweep(store_url: str, experiment: str):
 def test_a_sweep_with_the_password_in_mlflow_tracking_uri_leaves_no_trace_of_it(databases, tmp_path):
     store = _with_password(databases(), PASSWORD)
     login_password = "Login" + secrets.token_hex(10)  # MLflow's credential variable, set but not needed
-    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_TRACKING_USERNAME": "forecaster",
-           "MLFLOW_TRACKING_PASSWORD": login_password}
-    done = run_cli(["--multirun", "model=naive", "seed=1,2", "experiment_name=secret-sweep", "epochs=1",
-                    "data.train_stride=16"], tmp_path, env=env, timeout=300)
+    env = {
+        "MLFLOW_TRACKING_URI": store,
+        "MLFLOW_TRACKING_USERNAME": "forecaster",
+        "MLFLOW_TRACKING_PASSWORD": login_password,
+    }
+    done = run_cli(
+        ["--multirun", "model=naive", "seed=1,2", "experiment_name=secret-sweep", "epochs=1", "data.train_stride=16"],
+        tmp_path,
+        env=env,
+        timeout=300,
+    )
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
 
@@ -260,9 +310,21 @@ def test_a_shared_optuna_study_with_passwords_from_the_environment_leaves_no_tra
     presets.mkdir(parents=True)
     (presets / "secret_optuna.yaml").write_text(SECRET_OPTUNA_PRESET)
     # hydra.verbose: the sweeper's own log lines (it logs "Storage: <url>") reach the console too
-    done = run_cli(["--multirun", f"--config-dir={tmp_path / 'conf'}", "sweep=secret_optuna", "model=naive",
-                    "experiment_name=secret-optuna", "epochs=1", "data.train_stride=16",
-                    "hydra.verbose=hydra_plugins.hydra_optuna_sweeper"], tmp_path, env=env, timeout=300)
+    done = run_cli(
+        [
+            "--multirun",
+            f"--config-dir={tmp_path / 'conf'}",
+            "sweep=secret_optuna",
+            "model=naive",
+            "experiment_name=secret-optuna",
+            "epochs=1",
+            "data.train_stride=16",
+            "hydra.verbose=hydra_plugins.hydra_optuna_sweeper",
+        ],
+        tmp_path,
+        env=env,
+        timeout=300,
+    )
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
 
@@ -299,8 +361,15 @@ def test_the_printed_ui_command_serves_the_run_store(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**cli_env(), "PATH": "/usr/bin:/bin"}
-    with serving([*command, "--port", str(port)], tmp_path / "ui.log", http_ok(f"{base}/health"), cwd=elsewhere,
-                 env=env, timeout=UI_START_TIMEOUT, term_seconds=20) as server:
+    with serving(
+        [*command, "--port", str(port)],
+        tmp_path / "ui.log",
+        http_ok(f"{base}/health"),
+        cwd=elsewhere,
+        env=env,
+        timeout=UI_START_TIMEOUT,
+        term_seconds=20,
+    ) as server:
         response = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 100}, timeout=30)
         assert response.status_code == 200, response.text
         assert "ui-hint" in [e["name"] for e in response.json().get("experiments", [])]

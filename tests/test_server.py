@@ -13,10 +13,27 @@ from helpers.configs import TINY_MLP
 from helpers.servers import SWEEP_LRS, free_port
 
 EPOCH_METRICS = ("loss", "val_loss")
-SCORES = ("val_rmse", "val_mae", "val_mape", "test_rmse", "test_mae", "test_mape", "test_mape_weekly_naive",
-          "best_epoch", "best_val_loss", "epochs_run", "train_seconds")
-ARTIFACTS = {"config.yaml", "overrides.yaml", "learning_curve.png", "forecast_test.png", "model_summary.txt",
-             "test_mape_by_lead.csv"}
+SCORES = (
+    "val_rmse",
+    "val_mae",
+    "val_mape",
+    "test_rmse",
+    "test_mae",
+    "test_mape",
+    "test_mape_weekly_naive",
+    "best_epoch",
+    "best_val_loss",
+    "epochs_run",
+    "train_seconds",
+)
+ARTIFACTS = {
+    "config.yaml",
+    "overrides.yaml",
+    "learning_curve.png",
+    "forecast_test.png",
+    "model_summary.txt",
+    "test_mape_by_lead.csv",
+}
 MODEL_NAME = "uk-demand-forecaster"
 
 
@@ -33,8 +50,7 @@ def assert_every_epoch_logged(client, run) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_single_run_on_the_server_records_params_metrics_tags_artifacts_and_model(mlflow_server, tmp_path):
-    cli = run_cli([*TINY_MLP, "epochs=2", "experiment_name=server-single"], tmp_path,
-                  env=mlflow_server.client_env())
+    cli = run_cli([*TINY_MLP, "epochs=2", "experiment_name=server-single"], tmp_path, env=mlflow_server.client_env())
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the embedded store
 
@@ -136,9 +152,21 @@ def test_the_server_script_names_an_unreachable_postgresql_in_one_line(tmp_path)
 
     from helpers.servers import SERVER_SCRIPT
 
-    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--postgres", "postgresql://postgres@127.0.0.1:1",
-                           "--port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--postgres",
+            "postgresql://postgres@127.0.0.1:1",
+            "--port",
+            str(free_port()),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("error: PostgreSQL at 127.0.0.1:1 is not reachable")
@@ -150,8 +178,14 @@ def test_the_server_script_refuses_an_embedded_store_that_does_not_exist(tmp_pat
 
     from helpers.servers import SERVER_SCRIPT
 
-    done = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SERVER_SCRIPT), "--embedded", str(tmp_path / "outputs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"error: --embedded: no store at {tmp_path / 'outputs' / 'mlflow.db'}; "
-                                   "run the runner from that folder first (make run)")
+    assert done.stderr.strip() == (
+        f"error: --embedded: no store at {tmp_path / 'outputs' / 'mlflow.db'}; "
+        "run the runner from that folder first (make run)"
+    )

@@ -21,8 +21,7 @@ def admin_client(auth_server, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_run_with_credentials_from_the_environment_never_records_the_password(auth_server, tmp_path,
-                                                                                 monkeypatch):
+def test_a_run_with_credentials_from_the_environment_never_records_the_password(auth_server, tmp_path, monkeypatch):
     experiment = "auth-run"
     env = auth_server.server.client_env(auth_server.username, auth_server.password)
     cli = run_cli([*TINY_MLP, f"experiment_name={experiment}"], tmp_path, env=env)
@@ -32,10 +31,11 @@ def test_a_run_with_credentials_from_the_environment_never_records_the_password(
     [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FINISHED"
 
-    secrets = [auth_server.password,
-               base64.b64encode(f"{auth_server.username}:{auth_server.password}".encode()).decode()]
-    texts = {"console": cli.stdout + cli.stderr,
-             "params": repr(run.data.params), "tags": repr(run.data.tags)}
+    secrets = [
+        auth_server.password,
+        base64.b64encode(f"{auth_server.username}:{auth_server.password}".encode()).decode(),
+    ]
+    texts = {"console": cli.stdout + cli.stderr, "params": repr(run.data.params), "tags": repr(run.data.tags)}
     folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts")))
     for path in folder.rglob("*"):
         if path.is_file() and path.suffix in {".yaml", ".txt", ".csv", ".json", ".py", ""}:
@@ -55,8 +55,10 @@ def test_a_wrong_password_is_a_one_line_error_before_any_training(auth_server, t
     cli = run_cli([*TINY_MLP, "experiment_name=auth-refused"], tmp_path, env=env)
     assert cli.returncode == 1
     errors = [line for line in cli.stderr.splitlines() if line.strip()]
-    assert errors == [f"error: tracking server {auth_server.uri} refused the credentials (HTTP 401); "
-                      "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"], cli.stderr
+    assert errors == [
+        f"error: tracking server {auth_server.uri} refused the credentials (HTTP 401); "
+        "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    ], cli.stderr
     assert "epoch" not in cli.stdout and wrong not in cli.stdout + cli.stderr
     assert admin_client(auth_server, monkeypatch).get_experiment_by_name("auth-refused") is None
 

@@ -33,13 +33,20 @@ def fault_server(postgres, tmp_path_factory) -> Iterator[TrackingServer]:
         server.cleanup()
 
 
-def run_with_fault(args: list[str], cwd: Path, env: dict[str, str], at_line: str,
-                   fault: Callable[[], None]) -> tuple[int, str]:
+def run_with_fault(
+    args: list[str], cwd: Path, env: dict[str, str], at_line: str, fault: Callable[[], None]
+) -> tuple[int, str]:
     """`python -m runner ARGS`; calls `fault()` once, as soon as the output shows `at_line`.
     Returns (exit code, combined output)."""
-    process = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(env),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
     watchdog.start()
     lines, faulted = [], False
@@ -64,9 +71,13 @@ def only_run(server: TrackingServer, experiment: str):
 
 def test_a_server_restart_in_the_middle_of_a_run_loses_no_metric(fault_server, tmp_path):
     experiment = "faults-restart"
-    code, output = run_with_fault([*LONG_RUN, f"experiment_name={experiment}"], tmp_path,
-                                  fault_server.client_env(), at_line="epoch   2/6",
-                                  fault=lambda: fault_server.restart(down_seconds=2))
+    code, output = run_with_fault(
+        [*LONG_RUN, f"experiment_name={experiment}"],
+        tmp_path,
+        fault_server.client_env(),
+        at_line="epoch   2/6",
+        fault=lambda: fault_server.restart(down_seconds=2),
+    )
     assert code == 0, output[-3000:]
     assert fault_server.starts == 2
     client, run = only_run(fault_server, experiment)
@@ -83,9 +94,13 @@ def test_a_server_gone_for_good_fails_the_job_naming_the_run_and_stale_runs_clos
     env = {**fault_server.client_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}  # give up after ~2 s
     started = time.perf_counter()
     # heartbeat_seconds=1: stale-runs waits for 3 missed beats of the run's own interval before closing it
-    code, output = run_with_fault([*LONG_RUN, f"experiment_name={experiment}", "tracking.heartbeat_seconds=1"],
-                                  tmp_path, env,
-                                  at_line="epoch   2/6", fault=fault_server.stop)
+    code, output = run_with_fault(
+        [*LONG_RUN, f"experiment_name={experiment}", "tracking.heartbeat_seconds=1"],
+        tmp_path,
+        env,
+        at_line="epoch   2/6",
+        fault=fault_server.stop,
+    )
     seconds = time.perf_counter() - started
     assert code == 1, output[-3000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
@@ -101,10 +116,14 @@ def test_a_server_gone_for_good_fails_the_job_naming_the_run_and_stale_runs_clos
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))[:2] == [1, 2]
 
     time.sleep(2)
-    closed = subprocess.run([sys.executable, "-m", "runner.registry_cli", "stale-runs", "--older-than", "1",
-                             "--close"], cwd=tmp_path, env=cli_env(fault_server.client_env()),
-                            capture_output=True, text=True, timeout=300)
+    closed = subprocess.run(
+        [sys.executable, "-m", "runner.registry_cli", "stale-runs", "--older-than", "1", "--close"],
+        cwd=tmp_path,
+        env=cli_env(fault_server.client_env()),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert closed.returncode == 0, closed.stderr
     assert run.info.run_id[:8] in closed.stdout
     assert client.get_run(run.info.run_id).info.status == "FAILED"
-

@@ -46,8 +46,9 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
 
 @pytest.fixture(scope="module")
 def served_env(champion: SweepStore) -> dict[str, str]:
-    return cli_env({"MLFLOW_TRACKING_URI": champion.tracking_uri,
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
+    return cli_env(
+        {"MLFLOW_TRACKING_URI": champion.tracking_uri, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +107,34 @@ def model_server(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, ServerPr
     execs uvicorn in a child), answering /ping; yields (base URL, server); stops the whole group on the way out."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host", "127.0.0.1",
-               "--port", str(port)]
-    with serving(command, cwd / "serve.log", http_ok(f"{url}/ping"), cwd=cwd, env=env, timeout=SERVER_START_TIMEOUT,
-                 term_seconds=30) as server:
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        CHAMPION,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with serving(
+        command,
+        cwd / "serve.log",
+        http_ok(f"{url}/ping"),
+        cwd=cwd,
+        env=env,
+        timeout=SERVER_START_TIMEOUT,
+        term_seconds=30,
+    ) as server:
         yield url, server
 
 
 def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_history(
-        served_env, history, expected, in_process, tmp_path):
+    served_env, history, expected, in_process, tmp_path
+):
     with model_server(served_env, tmp_path) as (url, server):
         # integer MW and ISO timestamps, as the shipped CSV holds them
         body = split_body(history)
@@ -131,29 +151,46 @@ def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_
         assert_same_forecast(answer["predictions"], expected)
         # one row too few: HTTP 400 and the reason in the body's message
         need = int(in_process.metadata.metadata["min_history"])
-        status, answer = post(f"{url}/invocations", split_body(history.iloc[-(need - 1):]))
+        status, answer = post(f"{url}/invocations", split_body(history.iloc[-(need - 1) :]))
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert answer["message"].endswith(f"history has {need - 1} rows; this model needs at least {need}"), answer
     # SIGTERM to the group ended it all: uvicorn, the child, went with its parent
     assert server.stopped_cleanly, f"a process of the server's group outlived SIGTERM:\n{server.log_tail()}"
 
 
-def test_mlflow_models_predict_on_a_csv_of_integer_mw_gives_the_same_forecast(served_env, history, expected,
-                                                                                 tmp_path):
+def test_mlflow_models_predict_on_a_csv_of_integer_mw_gives_the_same_forecast(served_env, history, expected, tmp_path):
     source = tmp_path / "input.csv"
     history.to_csv(source, index=False)
     assert source.read_text().splitlines()[1].split(",")[1].isdigit()  # whole MW, as shipped
     output = tmp_path / "forecast.json"
     done = subprocess.run(
-        [str(BIN / "mlflow"), "models", "predict", "-m", CHAMPION, "-i", str(source), "-o", str(output), "-t", "csv",
-         "--env-manager", "local"],
-        cwd=tmp_path, env=served_env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            CHAMPION,
+            "-i",
+            str(source),
+            "-o",
+            str(output),
+            "-t",
+            "csv",
+            "--env-manager",
+            "local",
+        ],
+        cwd=tmp_path,
+        env=served_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_forecast(json.loads(output.read_text())["predictions"], expected)
 
 
-def test_a_version_logged_with_the_old_signature_needs_float_mw_and_datetimes(champion, history, expected,
-                                                                               tmp_path):
+def test_a_version_logged_with_the_old_signature_needs_float_mw_and_datetimes(champion, history, expected, tmp_path):
     """Versions registered before this change declare `timestamp: datetime, demand_mw: double`, which
     MLflow enforces before the forecaster runs: integer MW and ISO strings are refused, and the casts the
     README gives make them work (with the same forecast)."""
@@ -167,18 +204,24 @@ def test_a_version_logged_with_the_old_signature_needs_float_mw_and_datetimes(ch
     mlflow.set_tracking_uri(champion.tracking_uri)
     try:
         model_dir = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path / "champion")))
-        cast = history.assign(timestamp=pd.to_datetime(history["timestamp"]),
-                              demand_mw=history["demand_mw"].astype(float))
+        cast = history.assign(
+            timestamp=pd.to_datetime(history["timestamp"]), demand_mw=history["demand_mw"].astype(float)
+        )
         old_signature = infer_signature(cast, expected)  # what runner/model_logging.py logged until now
         assert str(old_signature.inputs) == "['timestamp': datetime (required), 'demand_mw': double (required)]"
         experiment = mlflow.create_experiment("old-signature", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # no input example: not needed here
             info = mlflow.pyfunc.log_model(
-                name="forecaster", python_model=str(Path(forecaster.__file__).resolve()),
-                artifacts={"network": str(model_dir / "artifacts" / "network.keras"),
-                           "preprocessing": str(model_dir / "artifacts" / "preprocessing.json")},
-                signature=old_signature, pip_requirements=["mlflow"])
+                name="forecaster",
+                python_model=str(Path(forecaster.__file__).resolve()),
+                artifacts={
+                    "network": str(model_dir / "artifacts" / "network.keras"),
+                    "preprocessing": str(model_dir / "artifacts" / "preprocessing.json"),
+                },
+                signature=old_signature,
+                pip_requirements=["mlflow"],
+            )
         old = mlflow.pyfunc.load_model(info.model_uri)
     finally:
         mlflow.set_tracking_uri(None)

@@ -32,8 +32,9 @@ from snapshot_presets import CONF_DIR, DEFAULTS, SNAPSHOT, preset_options, resol
 from runner.config.schema import validate
 
 YAML_FILES = sorted(CONF_DIR.rglob("*.yaml"))
-OPTIONS = [f"{path.parent.relative_to(CONF_DIR).as_posix()}={path.stem}" for path in YAML_FILES
-           if path.parent != CONF_DIR]
+OPTIONS = [
+    f"{path.parent.relative_to(CONF_DIR).as_posix()}={path.stem}" for path in YAML_FILES if path.parent != CONF_DIR
+]
 SWEEP_OPTIONS = [option for option in OPTIONS if option.startswith("sweep=")]
 PARSER = OverridesParser.create()
 
@@ -122,8 +123,11 @@ def differences(expected, actual, path: str = "") -> list[str]:
                 lines += differences(expected[key], actual[key], f"{path}{key}.")
         return lines
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [line for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-                for line in differences(e, a, f"{path}{i}.")]
+        return [
+            line
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for line in differences(e, a, f"{path}{i}.")
+        ]
     if expected != actual or type(expected) is not type(actual):
         return [f"{path.rstrip('.')}: snapshot {expected!r} != composed {actual!r}"]
     return []
@@ -155,7 +159,8 @@ def test_the_snapshot_comparison_notices_a_changed_value(snapshot):
     changed["registry"]["extra"] = 1
     assert differences(snapshot["sweep=quality"], changed) == [
         "hydra.sweeper.params.lr: snapshot '0.001,0.003' != composed '0.001,0.01'",
-        "registry.extra: only in the composed config"]
+        "registry.extra: only in the composed config",
+    ]
     assert differences({"a": 1}, {"a": 1.0}) and differences({"a": 1}, {"a": True})
 
 
@@ -163,12 +168,18 @@ def test_the_snapshot_comparison_notices_a_changed_value(snapshot):
 def base_of(path: Path) -> list[str]:
     """The configs a preset file builds on: its defaults list without `_self_` and overrides."""
     defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])
-    return [str(d) for d in defaults if d != "_self_" and not (isinstance(d, dict) and
-                                                                 str(next(iter(d))).startswith("override "))]
+    return [
+        str(d)
+        for d in defaults
+        if d != "_self_" and not (isinstance(d, dict) and str(next(iter(d))).startswith("override "))
+    ]
 
 
-BUILT_ON_ANOTHER = [path for path in YAML_FILES if "hydra" not in path.relative_to(CONF_DIR).parts
-                    and path.parent != CONF_DIR and base_of(path)]
+BUILT_ON_ANOTHER = [
+    path
+    for path in YAML_FILES
+    if "hydra" not in path.relative_to(CONF_DIR).parts and path.parent != CONF_DIR and base_of(path)
+]
 
 
 def leaves(node, path: tuple = ()) -> list[tuple]:
@@ -197,8 +208,13 @@ def compose_from(conf_dir: Path, overrides: list[str]):
 
 
 def test_some_presets_are_built_on_others():
-    assert {"registry/stages.yaml", "registry/strict.yaml", "tracking/server.yaml", "sweep/quality.yaml",
-            "sweep/linear_reference.yaml"} <= {rel(path) for path in BUILT_ON_ANOTHER}
+    assert {
+        "registry/stages.yaml",
+        "registry/strict.yaml",
+        "tracking/server.yaml",
+        "sweep/quality.yaml",
+        "sweep/linear_reference.yaml",
+    } <= {rel(path) for path in BUILT_ON_ANOTHER}
 
 
 @pytest.mark.parametrize("path", BUILT_ON_ANOTHER, ids=rel)
@@ -258,7 +274,7 @@ def runner_overrides(command: str) -> list[str] | None:
     match = RUNNER_COMMAND.search(command)
     if not match:
         return None
-    tokens = shlex.split(command[match.end():], comments=True)
+    tokens = shlex.split(command[match.end() :], comments=True)
     overrides = [t for t in tokens if t not in ("--multirun", "-m", "...", "\\")]
     assert all(not t.startswith("-") for t in overrides), f"{command}: a flag the test does not know"
     first = []
@@ -298,12 +314,15 @@ def test_every_yaml_starts_with_a_header_and_a_command_that_uses_it(path, defaul
     assert problem is None, f"{rel(path)}: {problem}"
 
 
-HEADER_COMMANDS = [(path, command) for path in YAML_FILES for command in commands(header(path))
-                   if runner_overrides(command) is not None]
+HEADER_COMMANDS = [
+    (path, command)
+    for path in YAML_FILES
+    for command in commands(header(path))
+    if runner_overrides(command) is not None
+]
 
 
-@pytest.mark.parametrize(("path", "command"), HEADER_COMMANDS,
-                         ids=[f"{rel(p)}: {c}" for p, c in HEADER_COMMANDS])
+@pytest.mark.parametrize(("path", "command"), HEADER_COMMANDS, ids=[f"{rel(p)}: {c}" for p, c in HEADER_COMMANDS])
 def test_every_header_command_composes_and_validates(path, command):
     cfg = compose_config(runner_overrides(command))
     validate(cfg)
@@ -318,13 +337,13 @@ def test_the_header_rules_can_fail(tmp_path, default_choices):
     assert header(bare) == []
     assert "no header comment" in header_problem(header(bare), "model", "gru", default_choices)
     assert "no header comment" in header_problem(["   python -m runner model=gru"], "model", "gru", default_choices)
-    assert "names no command" in header_problem([" A GRU.", " python -m runner model=gru"], "model", "gru",
-                                                default_choices)  # not indented: prose, not a command
+    assert "names no command" in header_problem(
+        [" A GRU.", " python -m runner model=gru"], "model", "gru", default_choices
+    )  # not indented: prose, not a command
     other = [" A CNN:", "   python -m runner model=gru"]
     assert "selects it with model=cnn" in header_problem(other, "model", "cnn", default_choices)
     assert header_problem(other, "model", "gru", default_choices) is None
     assert header_problem(other, "model", default_choices["model"], default_choices) is None  # the default
     assert header_problem(other, None, "config", default_choices) is None  # the root config
-    assert runner_overrides("python -m runner --multirun model=lstm,gru lr=0.001  # two") == ["model=lstm",
-                                                                                              "lr=0.001"]
+    assert runner_overrides("python -m runner --multirun model=lstm,gru lr=0.001  # two") == ["model=lstm", "lr=0.001"]
     assert runner_overrides("python -m runner.evaluate --model x@champion") is None

@@ -27,8 +27,15 @@ from helpers.store import sqlite_uri, store_runs
 from helpers.sweeps import SweepStore, describe, run_sweep
 
 # Jobs that train long enough to be caught mid-training (many epochs, no early stop) and start fast.
-LONG_JOB = ["model=mlp", "model.hidden=[8]", "epochs=1000", "trainer.patience=1000", "data.train_stride=16",
-            "tracking.log_model=false", "trainer.threads=1"]
+LONG_JOB = [
+    "model=mlp",
+    "model.hidden=[8]",
+    "epochs=1000",
+    "trainer.patience=1000",
+    "data.train_stride=16",
+    "tracking.log_model=false",
+    "trainer.threads=1",
+]
 LAUNCHERS = {
     "basic": [],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -54,7 +61,7 @@ def _state(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return "gone"
-    return stat[stat.rindex(")") + 2:].split()[0]
+    return stat[stat.rindex(")") + 2 :].split()[0]
 
 
 def running_children(db: Path) -> list[str]:
@@ -67,7 +74,8 @@ def running_children(db: Path) -> list[str]:
             rows = connection.execute(
                 "SELECT DISTINCT runs.run_uuid FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
                 "JOIN metrics ON metrics.run_uuid = runs.run_uuid WHERE runs.status = 'RUNNING' "
-                "AND tags.key = 'mlflow.parentRunId' AND metrics.key = 'loss'").fetchall()
+                "AND tags.key = 'mlflow.parentRunId' AND metrics.key = 'loss'"
+            ).fetchall()
     except sqlite3.OperationalError:  # tables not created yet
         return []
     return [r[0] for r in rows]
@@ -80,9 +88,16 @@ def statuses_sqlite(db: Path) -> dict[str, str]:
 
 def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     """`python -m runner ARGS` as the leader of its own process group (as a shell runs a command)."""
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float, what: str):
@@ -159,8 +174,9 @@ def test_a_signal_inside_tensorflow_waits_for_the_next_batch_boundary(handlers):
                 seen.append("still running")  # the handler did not raise here
 
     with pytest.raises(handlers.Terminated), handlers.native():
-        network.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                    callbacks=[SignalInTheStep(), training.signal_checkpoints()])
+        network.fit(
+            x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SignalInTheStep(), training.signal_checkpoints()]
+        )
     assert seen == [0, 1, 2, "still running"]  # raised after batch 2's step, before batch 3
     assert handlers.STATE.landed == ["tensorflow"] and handlers.STATE.native == 0
 
@@ -185,8 +201,9 @@ def test_the_time_limit_inside_tensorflow_waits_for_the_next_batch_boundary(hand
     handlers.STATE.job = True
     try:
         with pytest.raises(handlers.TimeLimitExceeded), handlers.time_limit(3600), handlers.native():
-            network.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                        callbacks=[AlarmInTheStep(), training.signal_checkpoints()])
+            network.fit(
+                x, y, batch_size=8, epochs=1, verbose=0, callbacks=[AlarmInTheStep(), training.signal_checkpoints()]
+            )
     finally:
         handlers.STATE.job = False
     assert seen == [0, 1]
@@ -221,8 +238,12 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
     process = start_cli(["--multirun", *LAUNCHERS[launcher], *LONG_JOB, "lr=0.001,0.002,0.003"], tmp_path)
     store = SweepStore(tmp_path)
     try:
-        started = wait_for(lambda: len(running_children(store.db)) >= parallel and running_children(store.db),
-                           process, START_TIMEOUT, f"{parallel} training child run(s)")
+        started = wait_for(
+            lambda: len(running_children(store.db)) >= parallel and running_children(store.db),
+            process,
+            START_TIMEOUT,
+            f"{parallel} training child run(s)",
+        )
         members = [pid for pid, _ in group_members(process.pid)]
         signalled = time.monotonic()
         if target == "group":
@@ -230,8 +251,10 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
         else:
             os.kill(process.pid, signum)
         stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
-        print(f"\n{launcher} {signal.Signals(signum).name} to the {target}: stopped in "
-              f"{time.monotonic() - signalled:.1f}s")
+        print(
+            f"\n{launcher} {signal.Signals(signum).name} to the {target}: stopped in "
+            f"{time.monotonic() - signalled:.1f}s"
+        )
     finally:
         if process.poll() is None:
             kill_group(process)
@@ -253,7 +276,8 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
     assert parallel <= len(children) <= 3  # those that had started when the signal came, of the three jobs
     assert {c.info.run_id for c in children} >= set(started)
     assert all(c.info.status == "KILLED" for c in children), [
-        (c.data.tags.get("runner.job_num"), c.info.status, c.data.tags.get("runner.failure_reason")) for c in children]
+        (c.data.tags.get("runner.job_num"), c.info.status, c.data.tags.get("runner.failure_reason")) for c in children
+    ]
     report = store.decision(parent.info.run_id)
     assert report["decision"]["action"] == "interrupted"
     assert report["decision"]["winner_run_id"] is None and report["decision"]["version"] is None
@@ -265,8 +289,12 @@ def test_a_worker_killed_hard_is_named_and_its_siblings_runs_are_closed(tmp_path
     process = start_cli(["--multirun", *LAUNCHERS["joblib"], *LONG_JOB, "lr=0.001,0.002"], tmp_path)
     store = SweepStore(tmp_path)
     try:
-        runs = wait_for(lambda: len(running_children(store.db)) >= 2 and running_children(store.db), process,
-                        START_TIMEOUT, "two training child runs")
+        runs = wait_for(
+            lambda: len(running_children(store.db)) >= 2 and running_children(store.db),
+            process,
+            START_TIMEOUT,
+            "two training child runs",
+        )
         victim = store.client.get_run(runs[0])
         os.kill(int(victim.data.tags["runner.pid"]), signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
@@ -301,9 +329,21 @@ def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path):
     from runner import interrupts
     from runner.tracking import ExperimentTracker
 
-    cfg = pointed_at(compose_config(["model=mlp", "model.hidden=[4]", "epochs=400", "trainer.patience=400",
-                                     "data.train_stride=64", "tracking.log_model=false", "trainer.threads=1",
-                                     "trainer.verbose=false"]), tmp_path)
+    cfg = pointed_at(
+        compose_config(
+            [
+                "model=mlp",
+                "model.hidden=[4]",
+                "epochs=400",
+                "trainer.patience=400",
+                "data.train_stride=64",
+                "tracking.log_model=false",
+                "trainer.threads=1",
+                "trainer.verbose=false",
+            ]
+        ),
+        tmp_path,
+    )
     rng = random.Random(10)
     original_log_metrics = ExperimentTracker.log_metrics
     aim = {"write": False, "delay": 0.0, "armed": False}
@@ -346,8 +386,10 @@ def test_fifty_interrupts_at_random_moments_leave_no_run_running(tmp_path):
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu
 
     where = ", ".join(f"{w} {landed.count(w)}" for w in sorted(set(landed)))
-    print(f"\n{N_IN_PROCESS} interrupts in {seconds:.0f}s ({cpu_seconds:.0f}s of CPU); landed: {where}; jobs: "
-          f"{outcomes.count('interrupted')} interrupted, {outcomes.count('finished')} finished")
+    print(
+        f"\n{N_IN_PROCESS} interrupts in {seconds:.0f}s ({cpu_seconds:.0f}s of CPU); landed: {where}; jobs: "
+        f"{outcomes.count('interrupted')} interrupted, {outcomes.count('finished')} finished"
+    )
     assert len(landed) == N_IN_PROCESS
     assert landed.count("write") >= 10, landed
     statuses = statuses_sqlite(tmp_path / "mlflow.db")  # sqlite3, then MLflow's client: no run RUNNING
@@ -366,6 +408,7 @@ def test_sigint_to_single_runs_at_random_moments_ends_them_killed(tmp_path):
     for attempt in range(5):
         process = start_cli([*LONG_JOB, f"seed={attempt}"], tmp_path)
         try:
+
             def running():
                 try:
                     return db.exists() and "RUNNING" in statuses_sqlite(db).values()
@@ -402,8 +445,18 @@ LIMIT = 12  # seconds: job 1 needs a few on a busy machine
 def test_a_job_past_its_time_limit_fails_and_the_sweep_goes_on(tmp_path):
     """Job 0 trains for 1000 epochs and hits the limit; job 1 (one epoch, TensorFlow already imported by job
     0 in this process) finishes well inside it."""
-    sweep = run_sweep(tmp_path, ["model=mlp", "model.hidden=[8]", "trainer.patience=1000", "data.train_stride=16",
-                                 "tracking.log_model=false", f"trainer.time_limit_seconds={LIMIT}", "epochs=1000,1"])
+    sweep = run_sweep(
+        tmp_path,
+        [
+            "model=mlp",
+            "model.hidden=[8]",
+            "trainer.patience=1000",
+            "data.train_stride=16",
+            "tracking.log_model=false",
+            f"trainer.time_limit_seconds={LIMIT}",
+            "epochs=1000,1",
+        ],
+    )
     assert sweep.cli.returncode == 1, describe(sweep)
     parent, (slow, quick) = sweep.runs()
     assert slow.info.status == "FAILED" and quick.info.status == "FINISHED", describe(sweep)
@@ -424,4 +477,3 @@ def test_n_jobs_zero_is_refused_before_any_run(run_cli, tmp_path):
     [line] = cli.stderr.strip().splitlines()
     assert line.startswith("error: hydra.launcher.n_jobs:") and "got 0" in line, line
     assert store_runs(tmp_path / "outputs" / "mlflow.db") == []
-

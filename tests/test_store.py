@@ -43,8 +43,9 @@ def test_a_server_uri_leaves_artifacts_to_the_server():
 def test_the_cli_writes_to_mlflow_tracking_uri_when_no_uri_is_configured(tmp_path):
     env_db = tmp_path / "env-store" / "mlflow.db"
     env_db.parent.mkdir()
-    cli = run_cli(["model=naive", "tracking.log_model=false"], tmp_path,
-                  env={"MLFLOW_TRACKING_URI": sqlite_uri(env_db)})
+    cli = run_cli(
+        ["model=naive", "tracking.log_model=false"], tmp_path, env={"MLFLOW_TRACKING_URI": sqlite_uri(env_db)}
+    )
     assert cli.returncode == 0, cli.stderr
     assert len(store_runs(env_db)) == 1
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
@@ -67,10 +68,21 @@ def test_several_processes_can_create_the_same_fresh_store_at_once(tmp_path):
     """Jobs started together on a new embedded store (two terminals, parallel launchers without a sweep
     parent) must not race MLflow's schema creation ("table ... already exists")."""
     uri = sqlite_uri(tmp_path / "outputs" / "mlflow.db")
-    processes = [subprocess.Popen([sys.executable, "-c", OPEN_FRESH_STORE, uri, f"run-{i}"], cwd=tmp_path,
-                                  env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for i in range(3)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_FRESH_STORE, uri, f"run-{i}"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0], "\n".join(e[-1500:] for e in errors)
     assert sorted(r.info.run_name for r in store_runs(Path(tmp_path / "outputs" / "mlflow.db"))) == [
-        "run-0", "run-1", "run-2"]
+        "run-0",
+        "run-1",
+        "run-2",
+    ]

@@ -62,8 +62,13 @@ def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
     winner = best_child(children)
     assert report["sweep_id"] == sweep.sweep_id and report["parent_run_id"] == parent.info.run_id
     passing = sum(r.data.metrics["val_mape"] < 10.0 for r in children)  # the default policy's gate
-    assert report["counts"] == {"runs": jobs, "finished": jobs, "failed": 0, "passing": passing,
-                                "rejected": jobs - passing}
+    assert report["counts"] == {
+        "runs": jobs,
+        "finished": jobs,
+        "failed": 0,
+        "passing": passing,
+        "rejected": jobs - passing,
+    }
     assert parent.data.metrics["jobs"] == jobs and parent.data.tags["runner.decision"] == "promoted"
     assert report["top"][0]["run_id"] == winner.info.run_id
     assert report["decision"]["action"] == "promoted" and report["decision"]["version"] == "1"
@@ -90,8 +95,11 @@ def basic(tmp_path_factory: pytest.TempPathFactory) -> dict:
     registry/default.yaml has the impossible gate and on_no_winner: fail (--config-path)."""
     cwd = tmp_path_factory.mktemp("basic")
     first = run_sweep(cwd, ["model=naive,linear", "lr=0.001", *TINY])
-    story = {"first": first, "after_first": first.store.versions(),
-             "history": first.store.registry().alias_history(MODEL_NAME) if first.store.versions() else []}
+    story = {
+        "first": first,
+        "after_first": first.store.versions(),
+        "history": first.store.registry().alias_history(MODEL_NAME) if first.store.versions() else [],
+    }
 
     config_dir = write_policy(cwd / "policies", "edited", gates=IMPOSSIBLE_GATE)
     story["edited"] = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=edited", "model=naive", *TINY])
@@ -100,7 +108,8 @@ def basic(tmp_path_factory: pytest.TempPathFactory) -> dict:
     conf_copy = cwd / "conf_copy"
     shutil.copytree(CONF_DIR, conf_copy, ignore=shutil.ignore_patterns("__pycache__"))
     (conf_copy / "registry" / "default.yaml").write_text(
-        yaml.safe_dump(policy_dict(gates=IMPOSSIBLE_GATE, on_no_winner="fail"), sort_keys=False))
+        yaml.safe_dump(policy_dict(gates=IMPOSSIBLE_GATE, on_no_winner="fail"), sort_keys=False)
+    )
     story["copied"] = run_sweep(cwd, ["--config-path", str(conf_copy), "model=naive", *TINY])
     story["after_copied"] = first.store.versions()
     return story
@@ -159,16 +168,28 @@ def test_the_hook_again_on_a_finished_sweep_registers_nothing(basic):
 # -- joblib: two jobs at a time on the embedded SQLite store -------------------------------------------
 @pytest.fixture(scope="module")
 def joblib_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    return run_sweep(tmp_path_factory.mktemp("joblib"), ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                                          "model=linear", "lr=0.001,0.01", "epochs=1,2",
-                                                          "data.train_stride=16"])
+    return run_sweep(
+        tmp_path_factory.mktemp("joblib"),
+        [
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "model=linear",
+            "lr=0.001,0.01",
+            "epochs=1,2",
+            "data.train_stride=16",
+        ],
+    )
 
 
 @pytest.mark.slow
 def test_joblib_sweep_is_a_parent_with_child_runs_and_promotes_the_best(joblib_sweep):
     _, children = check_first_sweep(joblib_sweep, jobs=4)
     assert sorted((r.data.params["lr"], r.data.params["epochs"]) for r in children) == [
-        ("0.001", "1"), ("0.001", "2"), ("0.01", "1"), ("0.01", "2")]
+        ("0.001", "1"),
+        ("0.001", "2"),
+        ("0.01", "1"),
+        ("0.01", "2"),
+    ]
     assert "database is locked" not in joblib_sweep.output
 
 
@@ -241,8 +262,19 @@ def failed_optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     `model=` replaces the preset's choice), tolerated by the sweeper."""
     cwd = tmp_path_factory.mktemp("failed_optuna")
     config_dir, env = broken_model(cwd / "conf")
-    return run_sweep(cwd, ["--config-dir", str(config_dir), "sweep=optuna", f"model={BROKEN_MODEL}",
-                           "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0", *TINY], env)
+    return run_sweep(
+        cwd,
+        [
+            "--config-dir",
+            str(config_dir),
+            "sweep=optuna",
+            f"model={BROKEN_MODEL}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.max_failure_rate=1.0",
+            *TINY,
+        ],
+        env,
+    )
 
 
 @pytest.mark.slow
@@ -254,8 +286,10 @@ def test_failed_optuna_trials_do_not_stop_the_sweep_and_the_command_fails(failed
     assert parent.info.status == "FAILED"
     report = sweep.decision()
     assert report["counts"]["failed"] == 2 and report["decision"]["action"] == "no_winner"
-    assert sweep.cli.stdout.count("failed: ") == 2 and "jobs: 2 (0 ranked, 0 rejected, 2 did not finish)" in \
-        sweep.cli.stdout
+    assert (
+        sweep.cli.stdout.count("failed: ") == 2
+        and "jobs: 2 (0 ranked, 0 rejected, 2 did not finish)" in sweep.cli.stdout
+    )
     assert sweep.store.versions() == []
 
 
@@ -275,8 +309,16 @@ def test_a_non_finite_loss_raises_diverged_error():
     targets = np.zeros((32, 1), dtype="float32")
     epochs_seen = []
     with pytest.raises(training.DivergedError, match="non-finite"):
-        training.fit(network, (inputs, targets), (inputs, targets), epochs=5, batch_size=8, patience=5,
-                     min_delta=0.0, on_epoch_end=lambda epoch, logs: epochs_seen.append((epoch, logs)))
+        training.fit(
+            network,
+            (inputs, targets),
+            (inputs, targets),
+            epochs=5,
+            batch_size=8,
+            patience=5,
+            min_delta=0.0,
+            on_epoch_end=lambda epoch, logs: epochs_seen.append((epoch, logs)),
+        )
     assert [epoch for epoch, _ in epochs_seen] == [1]  # stopped at the first non-finite epoch
     assert not math.isfinite(epochs_seen[0][1]["loss"])
 

@@ -24,8 +24,16 @@ pytestmark = [pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root in a sandbox without network: no sandbox, no GPU, and none of Chromium's background traffic.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 ARTIFACTS = REPO / "outputs" / "test-artifacts"
 UI_TIMEOUT_MS = 90_000  # the single-page app loads its bundle, then queries the server
 
@@ -86,8 +94,13 @@ def champion_row_text(page, base_url: str, model_name: str) -> str:
 @pytest.mark.postgres
 def test_the_experiment_page_shows_the_sweep_parent_with_its_children(server_sweep, page, tmp_path):
     assert len(server_sweep.children) == len(SWEEP_LRS)
-    show_sweep_in_runs_page(page, server_sweep.server.uri, server_sweep.experiment_id,
-                            server_sweep.parent.info.run_id, [c.info.run_id for c in server_sweep.children])
+    show_sweep_in_runs_page(
+        page,
+        server_sweep.server.uri,
+        server_sweep.experiment_id,
+        server_sweep.parent.info.run_id,
+        [c.info.run_id for c in server_sweep.children],
+    )
     assert page.get_by_text(server_sweep.parent.info.run_name).count() >= 1
     keep_screenshot(page, tmp_path, "ui-server-sweep-runs.png")
 
@@ -108,8 +121,16 @@ def serve_embedded(folder: Path) -> Iterator[str]:
     yields its base URL."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(SERVER_SCRIPT), "--embedded", str(folder / "outputs"), "--port", str(port),
-               "--workers", "1"]
+    command = [
+        sys.executable,
+        str(SERVER_SCRIPT),
+        "--embedded",
+        str(folder / "outputs"),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with serving(command, folder / "ui.log", http_ok(f"{base_url}/health")):
         yield base_url
 
@@ -158,8 +179,13 @@ def moved_ui(tmp_path) -> Iterator[tuple[str, Path, object]]:
     uri = synthetic.client.get_run(sweep.run_ids[1]).data.tags["runner.forecaster_uri"]
     registry.register_model(uri, "moved")
     for move in range(MOVES):
-        registry.set_alias("moved", "champion", "2" if move % 2 == 0 else "1", reason=f"move {move}: a reason "
-                           "as long as the policy's, e.g. val_mape 3.3896 vs champion 3.7515: improvement 0.36")
+        registry.set_alias(
+            "moved",
+            "champion",
+            "2" if move % 2 == 0 else "1",
+            reason=f"move {move}: a reason "
+            "as long as the policy's, e.g. val_mape 3.3896 vs champion 3.7515: improvement 0.36",
+        )
     write_legacy_history(synthetic.client, "legacy", [uri, uri])
     with serve_embedded(tmp_path) as base_url:
         yield base_url, tmp_path, registry
@@ -178,12 +204,19 @@ def write_legacy_history(client, name: str, sources: list[str]) -> None:
         registry.register_model(source, name)
     stamp = int(time.time() * 1000) - 60_000
     for move in range(MOVES):
-        event = {"alias": "champion", "from_version": None if move == 0 else str(2 - move % 2),
-                 "to_version": str(1 + move % 2), "action": "set", "reason": f"move {move}", "actor": "sweep x",
-                 "when": datetime.fromtimestamp((stamp + move) / 1000, UTC).isoformat(timespec="milliseconds"),
-                 "sweep_id": "x"}
-        client.set_registered_model_tag(name, f"runner.alias_event.{stamp + move:015d}-{uuid.uuid4().hex[:8]}",
-                                        json.dumps(event, sort_keys=True))
+        event = {
+            "alias": "champion",
+            "from_version": None if move == 0 else str(2 - move % 2),
+            "to_version": str(1 + move % 2),
+            "action": "set",
+            "reason": f"move {move}",
+            "actor": "sweep x",
+            "when": datetime.fromtimestamp((stamp + move) / 1000, UTC).isoformat(timespec="milliseconds"),
+            "sweep_id": "x",
+        }
+        client.set_registered_model_tag(
+            name, f"runner.alias_event.{stamp + move:015d}-{uuid.uuid4().hex[:8]}", json.dumps(event, sort_keys=True)
+        )
     client.set_registered_model_alias(name, "champion", "2")
 
 

@@ -24,15 +24,21 @@ from runner.config.params import has_uri_password as _has_uri_password
 EXIT_USAGE = 2
 
 # Where credentials go instead, by what the argument configures.
-TRACKING_HELP = ("put the whole URI in MLFLOW_TRACKING_URI, or leave the password out of it and give it with "
-                 "PGPASSWORD or ~/.pgpass (PostgreSQL) or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
-                 "(a tracking server)")
-STORAGE_HELP = ("put the URL in OPTUNA_STORAGE (sweep=optuna_shared reads it; elsewhere pass "
-                "hydra.sweeper.storage='${oc.env:OPTUNA_STORAGE}'), or leave the password out and give "
-                "it with PGPASSWORD or ~/.pgpass")
-GENERIC_HELP = ("credentials come from the environment: MLFLOW_TRACKING_URI (a whole store URI), "
-                "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (a tracking server), PGPASSWORD or ~/.pgpass "
-                "(PostgreSQL); a config value can read a variable with ${oc.env:NAME}")
+TRACKING_HELP = (
+    "put the whole URI in MLFLOW_TRACKING_URI, or leave the password out of it and give it with "
+    "PGPASSWORD or ~/.pgpass (PostgreSQL) or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
+    "(a tracking server)"
+)
+STORAGE_HELP = (
+    "put the URL in OPTUNA_STORAGE (sweep=optuna_shared reads it; elsewhere pass "
+    "hydra.sweeper.storage='${oc.env:OPTUNA_STORAGE}'), or leave the password out and give "
+    "it with PGPASSWORD or ~/.pgpass"
+)
+GENERIC_HELP = (
+    "credentials come from the environment: MLFLOW_TRACKING_URI (a whole store URI), "
+    "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (a tracking server), PGPASSWORD or ~/.pgpass "
+    "(PostgreSQL); a config value can read a variable with ${oc.env:NAME}"
+)
 
 # Hydra's escapes (`postgres\:pw@`) and quotes would hide a URI from the patterns: look at the bare text.
 HYDRA_ESCAPE = re.compile(r"\\(.)")
@@ -70,11 +76,15 @@ def find_credential(args: Sequence[str]) -> str | None:
             key = f"argument {position}"
         previous = arg
         if has_uri_password(arg):
-            return (f"{key}: a password in a URI on the command line is refused (shell history, `ps` and "
-                    f"Hydra's .hydra/ files would keep it); {_help_for(key)}")
+            return (
+                f"{key}: a password in a URI on the command line is refused (shell history, `ps` and "
+                f"Hydra's .hydra/ files would keep it); {_help_for(key)}"
+            )
         if override and override["value"] not in ("", "null") and is_secret_key(key):
-            return (f"{key}: a secret on the command line is refused (shell history, `ps` and Hydra's .hydra/ "
-                    f"files would keep it); {GENERIC_HELP}")
+            return (
+                f"{key}: a secret on the command line is refused (shell history, `ps` and Hydra's .hydra/ "
+                f"files would keep it); {GENERIC_HELP}"
+            )
     return None
 
 
@@ -113,4 +123,3 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and not record.exc_text:  # a traceback: formatters use exc_text when it is set
             record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True
-

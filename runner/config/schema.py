@@ -128,10 +128,13 @@ class TrainerConfig:
     time_limit_seconds: float | None = None  # a job past it ends FAILED ("time limit"); null: no limit
 
     def __post_init__(self):
-        if self.time_limit_seconds is not None and not (self.time_limit_seconds > 0
-                                                        and math.isfinite(self.time_limit_seconds)):
-            _fail("trainer.time_limit_seconds", f"must be a positive number of seconds or null; "
-                                                f"got {self.time_limit_seconds}")
+        if self.time_limit_seconds is not None and not (
+            self.time_limit_seconds > 0 and math.isfinite(self.time_limit_seconds)
+        ):
+            _fail(
+                "trainer.time_limit_seconds",
+                f"must be a positive number of seconds or null; got {self.time_limit_seconds}",
+            )
         _one_of("trainer.optimizer", self.optimizer, OPTIMIZERS)
         _one_of("trainer.loss", self.loss, LOSSES)
         if self.patience < 0:
@@ -198,8 +201,10 @@ def model_name_problem(name: str) -> str | None:
     if normalised != name or normalised == "." or normalised.startswith(".."):
         return f"must not be '.' or start with '..' (MLflow treats registry names as paths); got {name!r}"
     if len(name) > MAX_MODEL_NAME_LENGTH:
-        return (f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit of 256, less the "
-                f"'{LOCK_SUFFIX}' suffix of the promotion lock's name); got {len(name)}")
+        return (
+            f"must be at most {MAX_MODEL_NAME_LENGTH} characters (the registry's limit of 256, less the "
+            f"'{LOCK_SUFFIX}' suffix of the promotion lock's name); got {len(name)}"
+        )
     return None
 
 
@@ -235,8 +240,11 @@ class AliasRule:
             if problem:
                 _fail(f"registry.aliases.{key}", problem)
         if self.winner is not None and self.promoted is not None and self.winner.lower() == self.promoted.lower():
-            _fail("registry.aliases.promoted", f"must differ from registry.aliases.winner ({self.winner!r}, case "
-                  "aside): one alias cannot mark both the sweep's winner and the champion (null: no alias)")
+            _fail(
+                "registry.aliases.promoted",
+                f"must differ from registry.aliases.winner ({self.winner!r}, case "
+                "aside): one alias cannot mark both the sweep's winner and the champion (null: no alias)",
+            )
 
 
 @dataclass
@@ -251,8 +259,11 @@ class StageRule:
             if value is not None:
                 _one_of(f"registry.stages.{key}", value, ALLOWED_STAGES)
         if self.winner is not None and self.winner == self.promoted:
-            _fail("registry.stages.promoted", f"must differ from registry.stages.winner ({self.winner!r}): every "
-                  "winner would land in the champion's stage (null: no stage)")
+            _fail(
+                "registry.stages.promoted",
+                f"must differ from registry.stages.winner ({self.winner!r}): every "
+                "winner would land in the champion's stage (null: no stage)",
+            )
 
 
 @dataclass
@@ -280,9 +291,11 @@ class Policy:
         _check_gates_can_pass(self.gates)
         _one_of("registry.on_no_winner", self.on_no_winner, ("keep", "fail"))
         if self.mode == "min" and self.champion.min_relative_improvement >= 1:
-            _fail("registry.champion.min_relative_improvement",
-                  f"must be below 1 with mode=min (a fraction of the champion's value: 0.02 is 2%; 1 or more "
-                  f"asks for a score of 0 or less); got {self.champion.min_relative_improvement}")
+            _fail(
+                "registry.champion.min_relative_improvement",
+                f"must be below 1 with mode=min (a fraction of the champion's value: 0.02 is 2%; 1 or more "
+                f"asks for a score of 0 or less); got {self.champion.min_relative_improvement}",
+            )
 
 
 def _check_gates_can_pass(gates: list[Gate]) -> None:
@@ -297,18 +310,25 @@ def _check_gates_can_pass(gates: list[Gate]) -> None:
         elif gate.value > low or (gate.value == low and gate.op == ">"):
             low, low_open = gate.value, gate.op == ">"
         if gate.metric in NON_NEGATIVE_METRICS and (high < 0 or (high == 0 and high_open)):
-            _fail(f"registry.gates.{i}", f"{gate.metric} is never negative, so `{gate.op} {gate.value:g}` can never "
-                  "pass")
+            _fail(
+                f"registry.gates.{i}", f"{gate.metric} is never negative, so `{gate.op} {gate.value:g}` can never pass"
+            )
         if low > high or (low == high and (low_open or high_open)):
-            _fail(f"registry.gates.{i}", f"`{gate.metric} {gate.op} {gate.value:g}` can never pass together with "
-                  f"registry.gates.{first} (no value of {gate.metric} meets both)")
+            _fail(
+                f"registry.gates.{i}",
+                f"`{gate.metric} {gate.op} {gate.value:g}` can never pass together with "
+                f"registry.gates.{first} (no value of {gate.metric} meets both)",
+            )
         ranges[gate.metric] = (low, low_open, high, high_open, first)
 
 
 def check_policy_metric(key: str, metric: str) -> None:
     if metric.startswith("test_"):
-        _fail(key, f"{metric!r} scores the test weeks, which must never choose a model; "
-                   f"use one of {', '.join(POLICY_METRICS)}")
+        _fail(
+            key,
+            f"{metric!r} scores the test weeks, which must never choose a model; "
+            f"use one of {', '.join(POLICY_METRICS)}",
+        )
     _one_of(key, metric, POLICY_METRICS)
 
 
@@ -439,8 +459,10 @@ def trusted_prefixes() -> list[str]:
 def check_trust_not_configured(env_set) -> None:
     """Refuse a config whose `hydra.job.env_set` (given) tries to set the trusted prefixes for its jobs."""
     if env_set and TRUSTED_MODULES_ENV in env_set:
-        _fail(f"hydra.job.env_set.{TRUSTED_MODULES_ENV}", "trusted builder modules come from the environment of "
-                                                          "the command, never from a config")
+        _fail(
+            f"hydra.job.env_set.{TRUSTED_MODULES_ENV}",
+            "trusted builder modules come from the environment of the command, never from a config",
+        )
 
 
 def check_trusted_builder(target: str, module_name: str) -> None:
@@ -452,8 +474,11 @@ def check_trusted_builder(target: str, module_name: str) -> None:
         return
     extra = prefixes[1:]
     trusted = f"{TRUSTED_MODULES_ENV}={','.join(extra)}" if extra else f"{TRUSTED_MODULES_ENV} is unset"
-    _fail("model._target_", f"{target!r} is not a trusted builder: allowed are {SHIPPED_BUILDERS}.<name>.build "
-                            f"and modules under the prefixes in {TRUSTED_MODULES_ENV} ({trusted})")
+    _fail(
+        "model._target_",
+        f"{target!r} is not a trusted builder: allowed are {SHIPPED_BUILDERS}.<name>.build "
+        f"and modules under the prefixes in {TRUSTED_MODULES_ENV} ({trusted})",
+    )
 
 
 def _check_reuse_ignore(ignore: list[str], plain: dict) -> None:

@@ -63,9 +63,15 @@ class Evaluation:
         return {
             "model_uri": self.model_uri,
             "model": self.label,
-            "protocol": {"data_file": self.data_file, "data_fingerprint": self.data_fingerprint,
-                         "test_weeks": "9-12", "origins": len(self.origins), "first_origin": int(self.origins[0]),
-                         "last_origin": int(self.origins[-1]), "leads": len(self.model_by_lead)},
+            "protocol": {
+                "data_file": self.data_file,
+                "data_fingerprint": self.data_fingerprint,
+                "test_weeks": "9-12",
+                "origins": len(self.origins),
+                "first_origin": int(self.origins[0]),
+                "last_origin": int(self.origins[-1]),
+                "leads": len(self.model_by_lead),
+            },
             "forecaster": {**curve(self.model_by_lead), "rmse_mw": self.rmse, "mae_mw": self.mae},
             "weekly_naive": curve(self.weekly_by_lead),
             "daily_naive": curve(self.daily_by_lead),
@@ -79,22 +85,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.evaluate",
         description="Score a logged forecaster on weeks 9-12 of the UK demand series (1297 origins, "
-                    "lead times 1..48), beside the weekly and daily seasonal-naive forecasts.",
+        "lead times 1..48), beside the weekly and daily seasonal-naive forecasts.",
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", metavar="NAME[@ALIAS]", help="a registered model: NAME@alias, or NAME with --version")
     which.add_argument("--run", metavar="RUN_ID", help="the forecaster logged by this run")
     parser.add_argument("--version", help="the registered model's version (with --model NAME)")
-    parser.add_argument("--reference", action="append", default=[], metavar="NAME@ALIAS",
-                        help="another registered model (NAME@alias or NAME/version) scored beside it; repeatable")
-    parser.add_argument("--data", type=Path, metavar="CSV",
-                        help="the series to score on (timestamp,demand_mw, at least 12 weeks; default: the shipped "
-                             "UK demand series); checked like data.path before anything is loaded")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME@ALIAS",
+        help="another registered model (NAME@alias or NAME/version) scored beside it; repeatable",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="CSV",
+        help="the series to score on (timestamp,demand_mw, at least 12 weeks; default: the shipped "
+        "UK demand series); checked like data.path before anything is loaded",
+    )
     parser.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="also save MAPE by lead time as a PNG")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--per-origin", action="store_true",
-                        help="call predict() once per origin instead of one batched forecast (slower, same numbers)")
+    parser.add_argument(
+        "--per-origin",
+        action="store_true",
+        help="call predict() once per origin instead of one batched forecast (slower, same numbers)",
+    )
     args = parser.parse_args(argv)
     if args.model is not None:
         name, _, alias = args.model.partition("@")
@@ -145,8 +163,10 @@ def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, di
     run = get_run_or_raise(registry.client, args.run, registry.store.display_uri)
     uri = run.data.tags.get(FORECASTER_URI_TAG)
     if not uri:
-        raise RunNotFound(f"run {args.run} has no logged forecaster (no {FORECASTER_URI_TAG} tag; "
-                          "was it run with tracking.log_model=false?)")
+        raise RunNotFound(
+            f"run {args.run} has no logged forecaster (no {FORECASTER_URI_TAG} tag; "
+            "was it run with tracking.log_model=false?)"
+        )
     return uri, f"run {args.run[:8]} {run.info.run_name or ''}".strip(), dict(run.data.tags)
 
 
@@ -190,8 +210,10 @@ def protocol_origins(n_values: int, min_history: int) -> np.ndarray:
 
     origins = series.split_origins(n_values, min_history, TRAIN_WEEKS, VAL_WEEKS, TEST_WEEKS).test
     if (len(origins), origins[0], origins[-1]) != (N_ORIGINS, FIRST_ORIGIN, LAST_ORIGIN):
-        raise RuntimeError(f"protocol drift: test origins {origins[0]}..{origins[-1]} ({len(origins)}), "
-                           f"expected {FIRST_ORIGIN}..{LAST_ORIGIN} ({N_ORIGINS})")
+        raise RuntimeError(
+            f"protocol drift: test origins {origins[0]}..{origins[-1]} ({len(origins)}), "
+            f"expected {FIRST_ORIGIN}..{LAST_ORIGIN} ({N_ORIGINS})"
+        )
     return origins
 
 
@@ -225,8 +247,9 @@ def read_data(path: Path | None):
     return path, loaded
 
 
-def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: bool = False,
-             data: Path | None = None) -> Evaluation:
+def evaluate(
+    model, uri: str, label: str, run_tags: dict[str, str], per_origin: bool = False, data: Path | None = None
+) -> Evaluation:
     from runner.forecast import scoring
     from runner.forecast.forecaster import HORIZON, WEEK
 
@@ -246,14 +269,29 @@ def evaluate(model, uri: str, label: str, run_tags: dict[str, str], per_origin: 
         notes.append(f"the model was trained on other data ({run_tags.get(DATA_FILE_TAG, 'another file')})")
     if not run_tags:
         notes.append("the model's source run was not found: its training data cannot be checked")
-    return Evaluation(uri, label, origins, scores.mape_by_lead, weekly.mape_by_lead, daily.mape_by_lead,
-                      scores.rmse, scores.mae, path.name, fingerprint, notes)
+    return Evaluation(
+        uri,
+        label,
+        origins,
+        scores.mape_by_lead,
+        weekly.mape_by_lead,
+        daily.mape_by_lead,
+        scores.rmse,
+        scores.mae,
+        path.name,
+        fingerprint,
+        notes,
+    )
 
 
 # -- output -------------------------------------------------------------------------------------------
 def format_table(result: Evaluation) -> str:
-    columns = {"forecaster": result.model_by_lead, **result.references,
-               "weekly naive": result.weekly_by_lead, "daily naive": result.daily_by_lead}
+    columns = {
+        "forecaster": result.model_by_lead,
+        **result.references,
+        "weekly naive": result.weekly_by_lead,
+        "daily naive": result.daily_by_lead,
+    }
     widths = [max(10, len(name)) for name in columns]
     lines = [
         f"model: {result.label}  ({result.model_uri})",
@@ -293,8 +331,12 @@ def save_plot(result: Evaluation, path: Path) -> Path:
     from runner.forecast import plots
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    curves = {result.label: result.model_by_lead, **result.references,
-              "weekly seasonal naive": result.weekly_by_lead, "daily seasonal naive": result.daily_by_lead}
+    curves = {
+        result.label: result.model_by_lead,
+        **result.references,
+        "weekly seasonal naive": result.weekly_by_lead,
+        "daily seasonal naive": result.daily_by_lead,
+    }
     return plots.mape_by_lead(curves, path, "MAPE by lead time, weeks 9-12 (1297 origins)")
 
 
@@ -333,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_forecaster(uri, tracking_uri)
         result = evaluate(model, uri, label, tags, per_origin=args.per_origin, data=args.data)
         for reference, ref_uri in references.items():
-            scored = evaluate(load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin,
-                              data=args.data)
+            scored = evaluate(
+                load_forecaster(ref_uri, tracking_uri), ref_uri, reference, {}, args.per_origin, data=args.data
+            )
             result.references[reference] = scored.model_by_lead
     except RunnerError as error:
         return fail(str(error), EXIT_FAILED)

@@ -58,8 +58,12 @@ class Preprocessing:
 
 
 def input_shapes(prep: Preprocessing) -> dict[str, tuple[int, ...]]:
-    shapes = {"recent": (prep.window, 1), "last_week": (HORIZON,), "lags": (prep.lag_weeks, 2 * HORIZON),
-              "calendar": (CALENDAR_SIZE,)}
+    shapes = {
+        "recent": (prep.window, 1),
+        "last_week": (HORIZON,),
+        "lags": (prep.lag_weeks, 2 * HORIZON),
+        "calendar": (CALENDAR_SIZE,),
+    }
     return {name: shapes[name] for name in prep.features}
 
 
@@ -182,8 +186,12 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
         wrong = ~text.str.fullmatch(TIMESTAMP_PATTERN)
         if wrong.any():
             i = first(wrong)
-            raise SeriesFault(f"timestamp {text.iloc[i]!r} is not in the expected format, {TIMESTAMP_FORMATS} "
-                              "(day-first dates such as 05/06/2000 are ambiguous and not guessed)", i, shown(i))
+            raise SeriesFault(
+                f"timestamp {text.iloc[i]!r} is not in the expected format, {TIMESTAMP_FORMATS} "
+                "(day-first dates such as 05/06/2000 are ambiguous and not guessed)",
+                i,
+                shown(i),
+            )
         times = pd.to_datetime(text, format="ISO8601", errors="coerce")
         if times.isna().any():
             i = first(times.isna())
@@ -200,17 +208,27 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
     backwards = steps < pd.Timedelta(0)
     if backwards.any():
         i = first(backwards)
-        raise SeriesFault(f"timestamps are not sorted ascending: {times.iloc[i]} comes after the later "
-                          f"{times.iloc[i - 1]}", i, shown(i))
+        raise SeriesFault(
+            f"timestamps are not sorted ascending: {times.iloc[i]} comes after the later {times.iloc[i - 1]}",
+            i,
+            shown(i),
+        )
     irregular = steps.iloc[1:] != STEP
     if irregular.any():
         i = first(irregular) + 1
         step = steps.iloc[i]
         lost = int(step / STEP) - 1
-        kind = (f"a step of {_duration(step)}, off the 30-minute grid" if step % STEP
-                else f"a gap or jump of {_duration(step)} ({lost} half-hour{'s' if lost != 1 else ''} missing)")
-        raise SeriesFault(f"timestamps are not regular half-hours: {kind} after {times.iloc[i - 1]}; "
-                          "expected one row every 30 minutes", i, shown(i))
+        kind = (
+            f"a step of {_duration(step)}, off the 30-minute grid"
+            if step % STEP
+            else f"a gap or jump of {_duration(step)} ({lost} half-hour{'s' if lost != 1 else ''} missing)"
+        )
+        raise SeriesFault(
+            f"timestamps are not regular half-hours: {kind} after {times.iloc[i - 1]}; "
+            "expected one row every 30 minutes",
+            i,
+            shown(i),
+        )
     # -- demand ---------------------------------------------------------------------------------------
     if pd.api.types.is_bool_dtype(demand) or not pd.api.types.is_numeric_dtype(demand):
         text = demand.astype(str).str.strip()
@@ -233,8 +251,12 @@ def check_series(timestamp: pd.Series, demand: pd.Series, min_rows: int = 0) -> 
     not_positive = values.to_numpy() <= 0
     if not_positive.any():
         i = first(not_positive)
-        raise SeriesFault(f"demand_mw must be > 0 MW, got {values.iloc[i]:g}: zero or negative national demand "
-                          "is a meter fault, and MAPE (which divides by demand) would be infinite", i, shown(i))
+        raise SeriesFault(
+            f"demand_mw must be > 0 MW, got {values.iloc[i]:g}: zero or negative national demand "
+            "is a meter fault, and MAPE (which divides by demand) would be infinite",
+            i,
+            shown(i),
+        )
     if len(times) < min_rows:
         raise SeriesFault(f"has {len(times)} rows; this model needs at least {min_rows}")
     return pd.DataFrame({"timestamp": times, "demand_mw": values})
@@ -247,9 +269,7 @@ def check_history(history: pd.DataFrame, min_history: int) -> pd.DataFrame:
         raise HistoryError(f"history must be a pandas DataFrame, got {type(history).__name__}")
     missing = {"timestamp", "demand_mw"} - set(history.columns)
     if missing:
-        raise HistoryError(
-            f"history is missing column(s) {sorted(missing)}; expected 'timestamp' and 'demand_mw'"
-        )
+        raise HistoryError(f"history is missing column(s) {sorted(missing)}; expected 'timestamp' and 'demand_mw'")
     try:
         return check_series(history["timestamp"], history["demand_mw"], min_rows=min_history)
     except SeriesFault as fault:

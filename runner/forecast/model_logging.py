@@ -16,15 +16,16 @@ from runner.contract import FORECASTER_URI_TAG
 FORECASTER_NAME = "forecaster"  # the pyfunc model of a run: what the registry registers
 NETWORK_NAME = "network"  # the bare Keras network, MLflow's Keras flavour
 # What the forecaster reads, recorded in its metadata (MLmodel) since the signature has no input schema.
-INPUT_COLUMNS = {"timestamp": "datetime or ISO 8601 string, regular half-hours, oldest first",
-                 "demand_mw": "MW, integer or float, finite and positive"}
+INPUT_COLUMNS = {
+    "timestamp": "datetime or ISO 8601 string, regular half-hours, oldest first",
+    "demand_mw": "MW, integer or float, finite and positive",
+}
 
 
 def pip_requirements() -> list[str]:
     """The logged models' requirements, given explicitly: MLflow's inference of them costs seconds."""
     requirements = []
-    for names in (("mlflow", "mlflow-skinny"), ("tensorflow-cpu", "tensorflow"), ("keras",),
-                  ("numpy",), ("pandas",)):
+    for names in (("mlflow", "mlflow-skinny"), ("tensorflow-cpu", "tensorflow"), ("keras",), ("numpy",), ("pandas",)):
         for name in names:
             try:
                 requirements.append(f"{name}=={metadata.version(name)}")
@@ -63,14 +64,17 @@ def log_forecaster(tracker, network, prep, frame, workdir: Path) -> str:
     prep_path = workdir / "preprocessing.json"
     prep.to_json(prep_path)
 
-    example = frame.iloc[-prep.min_history:].reset_index(drop=True)
+    example = frame.iloc[-prep.min_history :].reset_index(drop=True)
     origin = [len(frame) - 1]
     forecast = forecaster.forecast_origins(network, prep, frame, origin)[0]
-    output = forecaster.pd.DataFrame({
-        "timestamp": forecaster.pd.date_range(frame["timestamp"].iloc[-1] + forecaster.STEP,
-                                              periods=forecaster.HORIZON, freq=forecaster.STEP),
-        "forecast_mw": forecast,
-    })
+    output = forecaster.pd.DataFrame(
+        {
+            "timestamp": forecaster.pd.date_range(
+                frame["timestamp"].iloc[-1] + forecaster.STEP, periods=forecaster.HORIZON, freq=forecaster.STEP
+            ),
+            "forecast_mw": forecast,
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = mlflow.pyfunc.log_model(
@@ -80,13 +84,19 @@ def log_forecaster(tracker, network, prep, frame, workdir: Path) -> str:
             signature=forecaster_signature(output),
             input_example=example,
             pip_requirements=pip_requirements(),
-            metadata={"min_history": prep.min_history, "horizon": forecaster.HORIZON,
-                      "window": prep.window, "features": list(prep.features),
-                      "input_columns": dict(INPUT_COLUMNS)},
+            metadata={
+                "min_history": prep.min_history,
+                "horizon": forecaster.HORIZON,
+                "window": prep.window,
+                "features": list(prep.features),
+                "input_columns": dict(INPUT_COLUMNS),
+            },
         )
-    inputs, _ = forecaster.build_inputs(frame["demand_mw"].to_numpy(), forecaster.pd.DatetimeIndex(frame["timestamp"]),
-                                        origin, prep)
-    tracker.log_model(network, artifact_path=NETWORK_NAME,
-                      signature=infer_signature(inputs, network.predict(inputs, verbose=0)))
+    inputs, _ = forecaster.build_inputs(
+        frame["demand_mw"].to_numpy(), forecaster.pd.DatetimeIndex(frame["timestamp"]), origin, prep
+    )
+    tracker.log_model(
+        network, artifact_path=NETWORK_NAME, signature=infer_signature(inputs, network.predict(inputs, verbose=0))
+    )
     tracker.set_tag(FORECASTER_URI_TAG, info.model_uri)
     return info.model_uri

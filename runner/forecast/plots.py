@@ -32,8 +32,9 @@ def learning_curve(history: dict[str, list[float]], best_epoch: int, path: Path)
     return path
 
 
-def forecast_vs_actual(timestamps, actual_mw: np.ndarray, forecast_mw: np.ndarray, lead: int,
-                       path: Path, title: str) -> Path:
+def forecast_vs_actual(
+    timestamps, actual_mw: np.ndarray, forecast_mw: np.ndarray, lead: int, path: Path, title: str
+) -> Path:
     """Demand over the test weeks against the forecast made `lead` half-hours ahead."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4))

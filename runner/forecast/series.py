@@ -79,16 +79,21 @@ def read_series(path: Path, key: str = "data.path") -> Loaded:
     except OSError as error:
         raise SeriesError(f"{where}: cannot be read: {error.strerror or error}") from None
     if not data.strip():
-        raise SeriesError(f"{where}: the file is empty; expected a CSV with the header 'timestamp,demand_mw' "
-                          "and one row per half-hour")
+        raise SeriesError(
+            f"{where}: the file is empty; expected a CSV with the header 'timestamp,demand_mw' "
+            "and one row per half-hour"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise SeriesError(f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
-                          "is not UTF-8; binary data?)") from None
+        raise SeriesError(
+            f"{where}: not a text CSV file (byte 0x{data[error.start]:02x} at offset {error.start} "
+            "is not UTF-8; binary data?)"
+        ) from None
     if "\x00" in text:
-        raise SeriesError(f"{where}: not a text CSV file (it holds NUL bytes at offset {text.index(chr(0))}; "
-                          "binary data?)")
+        raise SeriesError(
+            f"{where}: not a text CSV file (it holds NUL bytes at offset {text.index(chr(0))}; binary data?)"
+        )
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -105,11 +110,16 @@ def read_series(path: Path, key: str = "data.path") -> Loaded:
     missing = [name for name in ("timestamp", "demand_mw") if name not in header]
     if missing:
         first_line = ",".join(header)
-        hint = ("the separator must be a comma" if ";" in first_line and len(header) == 1
-                else "a file without a header or without timestamps cannot be read")
-        raise SeriesError(f"{where}: no {' or '.join(repr(m) for m in missing)} column in the header line "
-                          f"{first_line[:60]!r}; expected a first line 'timestamp,demand_mw' naming the columns "
-                          f"({hint})")
+        hint = (
+            "the separator must be a comma"
+            if ";" in first_line and len(header) == 1
+            else "a file without a header or without timestamps cannot be read"
+        )
+        raise SeriesError(
+            f"{where}: no {' or '.join(repr(m) for m in missing)} column in the header line "
+            f"{first_line[:60]!r}; expected a first line 'timestamp,demand_mw' naming the columns "
+            f"({hint})"
+        )
     for name in ("timestamp", "demand_mw"):
         if header.count(name) > 1:
             raise SeriesError(f"{where}: the header names the column {name!r} twice")
@@ -117,8 +127,10 @@ def read_series(path: Path, key: str = "data.path") -> Loaded:
         raise SeriesError(f"{where}: has a header but no data rows")
     for i, row in enumerate(rows):
         if row and len(row) != len(header):
-            raise SeriesError(f"{where}: {len(row)} fields where the header has {len(header)} at data row {i + 1}, "
-                              f"line {lines[i]} ({_cell(','.join(row))})")
+            raise SeriesError(
+                f"{where}: {len(row)} fields where the header has {len(header)} at data row {i + 1}, "
+                f"line {lines[i]} ({_cell(','.join(row))})"
+            )
     at_t, at_d = header.index("timestamp"), header.index("demand_mw")
     timestamps = pd.Series([row[at_t] if row else "" for row in rows], dtype=object)
     demand = pd.Series([row[at_d] if row else "" for row in rows], dtype=object)
@@ -128,8 +140,10 @@ def read_series(path: Path, key: str = "data.path") -> Loaded:
         if fault.position is None:
             raise SeriesError(f"{where}: {fault.problem}") from None
         i = fault.position
-        raise SeriesError(f"{where}: {fault.problem} at data row {i + 1}, line {lines[i]} "
-                          f"({_cell(timestamps.iloc[i])}, {_cell(demand.iloc[i])})") from None
+        raise SeriesError(
+            f"{where}: {fault.problem} at data row {i + 1}, line {lines[i]} "
+            f"({_cell(timestamps.iloc[i])}, {_cell(demand.iloc[i])})"
+        ) from None
     loaded = Loaded(frame, hashlib.sha256(data).hexdigest())
     _loaded[cache_key] = loaded
     return loaded
@@ -140,12 +154,15 @@ def load_series(path: Path, key: str = "data.path") -> pd.DataFrame:
     return read_series(path, key).frame.copy()
 
 
-def check_split(n_values: int, train_weeks: int, val_weeks: int, test_weeks: int, where: str,
-                split: str = "data.split") -> None:
+def check_split(
+    n_values: int, train_weeks: int, val_weeks: int, test_weeks: int, where: str, split: str = "data.split"
+) -> None:
     need = (train_weeks + val_weeks + test_weeks) * WEEK
     if n_values < need:
-        raise SeriesError(f"{where}: has {n_values} values; {split} ({train_weeks}+{val_weeks}+{test_weeks} "
-                          f"weeks of {WEEK} half-hours) needs {need}")
+        raise SeriesError(
+            f"{where}: has {n_values} values; {split} ({train_weeks}+{val_weeks}+{test_weeks} "
+            f"weeks of {WEEK} half-hours) needs {need}"
+        )
 
 
 def check_history_fits(prep: Preprocessing, train_weeks: int, n_values: int, where: str) -> None:
@@ -154,18 +171,24 @@ def check_history_fits(prep: Preprocessing, train_weeks: int, n_values: int, whe
     room = train_weeks * WEEK - HORIZON  # the most history an origin in the training weeks can have
     series_note = f" ({where} holds {n_values} values in all)"
     if max(prep.window, HORIZON) > room:
-        raise SeriesError(f"data.window: {prep.window} half-hours of history leave no training origin: the "
-                          f"{train_weeks} training weeks hold {train_weeks * WEEK} values and each origin also "
-                          f"needs the next {HORIZON} as targets, so data.window can be at most {room}{series_note}")
+        raise SeriesError(
+            f"data.window: {prep.window} half-hours of history leave no training origin: the "
+            f"{train_weeks} training weeks hold {train_weeks * WEEK} values and each origin also "
+            f"needs the next {HORIZON} as targets, so data.window can be at most {room}{series_note}"
+        )
     if "lags" in prep.features and WEEK * prep.lag_weeks + HORIZON > room:
         most = (room - HORIZON) // WEEK
         allowed = f"at most {most}" if most >= 1 else "none (use more data.split.train_weeks or drop 'lags')"
-        raise SeriesError(f"data.lag_weeks: {prep.lag_weeks} weeks of lags need {WEEK * prep.lag_weeks + HORIZON} "
-                          f"values of history before each origin; the {train_weeks} training weeks allow "
-                          f"{allowed}{series_note}")
+        raise SeriesError(
+            f"data.lag_weeks: {prep.lag_weeks} weeks of lags need {WEEK * prep.lag_weeks + HORIZON} "
+            f"values of history before each origin; the {train_weeks} training weeks allow "
+            f"{allowed}{series_note}"
+        )
     if prep.min_history > room:
-        raise SeriesError(f"data.split.train_weeks: {train_weeks} training weeks leave no origin with the "
-                          f"{prep.min_history} values of history data.features needs{series_note}")
+        raise SeriesError(
+            f"data.split.train_weeks: {train_weeks} training weeks leave no origin with the "
+            f"{prep.min_history} values of history data.features needs{series_note}"
+        )
 
 
 def check_data(data, key: str = "data.path") -> Loaded:

@@ -20,7 +20,6 @@ from runner.contract import PARALLEL_JOBS_ENV
 log = logging.getLogger(__name__)
 
 
-
 def thread_budget(threads: int | None) -> int:
     """TensorFlow intra-op threads for this job: the configured number, else the cores shared out
     among the jobs that run at the same time, so parallel workers do not oversubscribe the machine."""
@@ -89,8 +88,9 @@ def make_optimizer(name: str, lr: float, clipnorm: float | None, weight_decay: f
         options["clipnorm"] = clipnorm
     if name == "adamw":
         return keras.optimizers.AdamW(weight_decay=weight_decay, **options)
-    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-            "rmsprop": keras.optimizers.RMSprop}[name](**options)
+    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[name](
+        **options
+    )
 
 
 def make_loss(name: str, scale: float):
@@ -143,8 +143,17 @@ class DivergedError(RuntimeError):
     """Training produced a non-finite loss; the job fails rather than report a meaningless model."""
 
 
-def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min_delta: float,
-        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+def fit(
+    network,
+    train,
+    val,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    min_delta: float,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
     """Fit with early stopping on val_loss and the best weights restored.
 
     `train` and `val` are (inputs, targets) pairs. `on_epoch_end(epoch, logs)` is called once per
@@ -177,8 +186,16 @@ def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min
     )
     started = time.perf_counter()
     with interrupts.native():
-        network.fit(train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
-                    shuffle=True, verbose=0, callbacks=[EpochHook(), stopper, signal_checkpoints()])
+        network.fit(
+            train[0],
+            train[1],
+            validation_data=val,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[EpochHook(), stopper, signal_checkpoints()],
+        )
     result.train_seconds = time.perf_counter() - started
     losses = result.history.get("val_loss", [])
     result.epochs_run = len(losses)
@@ -189,8 +206,9 @@ def fit(network, train, val, *, epochs: int, batch_size: int, patience: int, min
     return result
 
 
-def refit(network, data, *, epochs: int, batch_size: int,
-          on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> float:
+def refit(
+    network, data, *, epochs: int, batch_size: int, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+) -> float:
     """Fit a fresh network for a fixed number of epochs (no validation left to stop on); returns seconds."""
     import keras
 
@@ -206,6 +224,13 @@ def refit(network, data, *, epochs: int, batch_size: int,
 
     started = time.perf_counter()
     with interrupts.native():
-        network.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                    callbacks=[EpochHook(), signal_checkpoints()])
+        network.fit(
+            data[0],
+            data[1],
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[EpochHook(), signal_checkpoints()],
+        )
     return time.perf_counter() - started

@@ -86,13 +86,15 @@ def target_label(alias: str) -> str:
     """`champion`, or `stage Production` for the history's `stage:Production` events."""
     from runner.registry.core import STAGE_PREFIX
 
-    return f"stage {alias[len(STAGE_PREFIX):]}" if alias.startswith(STAGE_PREFIX) else alias
+    return f"stage {alias[len(STAGE_PREFIX) :]}" if alias.startswith(STAGE_PREFIX) else alias
 
 
 def move_text(event: dict[str, Any]) -> str:
     """`champion: v1 -> v2`, `stage Production: - -> v3`: alias and stage moves written alike."""
-    return (f"{target_label(event['alias'])}: {version_label(event.get('from_version'))} -> "
-            f"{version_label(event.get('to_version'))}")
+    return (
+        f"{target_label(event['alias'])}: {version_label(event.get('from_version'))} -> "
+        f"{version_label(event.get('to_version'))}"
+    )
 
 
 def emit(args, data: Any, text: str) -> None:
@@ -101,9 +103,19 @@ def emit(args, data: Any, text: str) -> None:
 
 def event_rows(events: list[dict[str, Any]]) -> list[list[Any]]:
     """One row per move; the actor (for a sweep's moves, the user who launched it) with the sweep beside."""
-    return [[e["when"][:19].replace("T", " "), target_label(e["alias"]), e.get("action"),
-             version_label(e.get("from_version")), version_label(e.get("to_version")), e.get("actor"),
-             (e.get("sweep_id") or "")[:8], short(e.get("reason"), 50)] for e in events]
+    return [
+        [
+            e["when"][:19].replace("T", " "),
+            target_label(e["alias"]),
+            e.get("action"),
+            version_label(e.get("from_version")),
+            version_label(e.get("to_version")),
+            e.get("actor"),
+            (e.get("sweep_id") or "")[:8],
+            short(e.get("reason"), 50),
+        ]
+        for e in events
+    ]
 
 
 EVENT_HEADERS = ["when (UTC)", "alias", "action", "from", "to", "actor", "sweep", "reason"]
@@ -119,8 +131,10 @@ def open_registry(args):
     store = resolve_store(args.tracking_uri, "outputs")
     db = sqlite_path(store.tracking_uri)
     if db is not None and not db.exists():
-        raise UsageError(f"no tracking store at {db}; run `python -m runner` first, or pass --tracking-uri "
-                         "or set MLFLOW_TRACKING_URI")
+        raise UsageError(
+            f"no tracking store at {db}; run `python -m runner` first, or pass --tracking-uri "
+            "or set MLFLOW_TRACKING_URI"
+        )
     return ModelRegistry(store.tracking_uri)
 
 
@@ -133,8 +147,9 @@ def runs_by_id(client, run_ids: list[str]) -> dict[str, Any]:
     found = {}
     for start in range(0, len(wanted), 100):
         chunk = ", ".join(f"'{r}'" for r in wanted[start : start + 100])
-        for run in client.search_runs(experiment_ids, filter_string=f"attributes.run_id IN ({chunk})",
-                                      max_results=1000):
+        for run in client.search_runs(
+            experiment_ids, filter_string=f"attributes.run_id IN ({chunk})", max_results=1000
+        ):
             found[run.info.run_id] = run
     return found
 
@@ -146,11 +161,21 @@ def cmd_models(args, registry) -> int:
         versions = registry.get_model_versions(model["name"])
         model["versions"] = len(versions)
         model["latest_version"] = versions[-1]["version"] if versions else None
-    rows = [[m["name"], m["versions"], m["latest_version"],
-             ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())),
-             when(m["last_updated_timestamp"])] for m in models]
-    text = table(["model", "versions", "latest", "aliases", "updated (UTC)"], rows) if models else \
-        "no registered models yet (a sweep registers its winner: python -m runner --multirun ...)"
+    rows = [
+        [
+            m["name"],
+            m["versions"],
+            m["latest_version"],
+            ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())),
+            when(m["last_updated_timestamp"]),
+        ]
+        for m in models
+    ]
+    text = (
+        table(["model", "versions", "latest", "aliases", "updated (UTC)"], rows)
+        if models
+        else "no registered models yet (a sweep registers its winner: python -m runner --multirun ...)"
+    )
     emit(args, models, text)
     return 0
 
@@ -189,13 +214,35 @@ def cmd_versions(args, registry) -> int:
         item["metrics"] = dict(run.data.metrics) if run else {}
         item["policy_metric"] = metric
         add_context(item, run.info.run_name if run else None, dict(run.data.tags) if run else {})
-    rows = [[v["version"], stage_label(v["stage"]), ", ".join(v["aliases"]),
-             format_metric(metric, v["metrics"].get(metric)), format_metric("test_mape", v["metrics"].get("test_mape")),
-             v["outcome"], short(v["run_name"], 32),
-             v["model"], (v["sweep_id"] or "")[:8], when(v["creation_timestamp"]),
-             short(v["tags"].get(DECISION_REASON_TAG), 50)] for v in versions]
-    headers = ["version", "stage", "aliases", metric, "test_mape", "outcome", "run", "model", "sweep",
-               "created (UTC)", "why"]
+    rows = [
+        [
+            v["version"],
+            stage_label(v["stage"]),
+            ", ".join(v["aliases"]),
+            format_metric(metric, v["metrics"].get(metric)),
+            format_metric("test_mape", v["metrics"].get("test_mape")),
+            v["outcome"],
+            short(v["run_name"], 32),
+            v["model"],
+            (v["sweep_id"] or "")[:8],
+            when(v["creation_timestamp"]),
+            short(v["tags"].get(DECISION_REASON_TAG), 50),
+        ]
+        for v in versions
+    ]
+    headers = [
+        "version",
+        "stage",
+        "aliases",
+        metric,
+        "test_mape",
+        "outcome",
+        "run",
+        "model",
+        "sweep",
+        "created (UTC)",
+        "why",
+    ]
     emit(args, versions, table(headers, rows) if versions else f"model {args.name!r} has no versions")
     return 0
 
@@ -208,24 +255,26 @@ def cmd_show(args, registry) -> int:
 
         run = get_run(registry.client, item["run_id"], registry.store.display_uri)
     item["run"] = run
-    item["events"] = [e for e in registry.alias_history(args.name)
-                      if item["version"] in (e.get("to_version"), e.get("from_version"))]
+    item["events"] = [
+        e for e in registry.alias_history(args.name) if item["version"] in (e.get("to_version"), e.get("from_version"))
+    ]
     add_context(item, run["run_name"] if run else None, run["tags"] if run else {})
     metric = item["tags"].get(POLICY_METRIC_TAG) or DEFAULT_METRIC
     from runner.registry.units import format_metric
 
     score = format_metric(metric, run["metrics"].get(metric)) if run else "-"
-    lines = [f"{args.name} version {item['version']}",
-             f"  aliases   {', '.join(item['aliases']) or '-'}",
-             f"  stage     {stage_label(item['stage'])}",
-             f"  status    {item['status']}",
-             f"  outcome   {item['outcome'] or '-'}  ({metric} {score})",
-             f"  created   {when(item['creation_timestamp'])} UTC",
-             f"  source    {item['source']}",
-             f"  run       {item['run_id'] or '-'}"
-             + (f"  ({run['run_name']}, {run['status']})" if run else ""),
-             f"  model     {item['model'] or '-'}",
-             f"  sweep     {item['sweep_id'] or '-'}"]
+    lines = [
+        f"{args.name} version {item['version']}",
+        f"  aliases   {', '.join(item['aliases']) or '-'}",
+        f"  stage     {stage_label(item['stage'])}",
+        f"  status    {item['status']}",
+        f"  outcome   {item['outcome'] or '-'}  ({metric} {score})",
+        f"  created   {when(item['creation_timestamp'])} UTC",
+        f"  source    {item['source']}",
+        f"  run       {item['run_id'] or '-'}" + (f"  ({run['run_name']}, {run['status']})" if run else ""),
+        f"  model     {item['model'] or '-'}",
+        f"  sweep     {item['sweep_id'] or '-'}",
+    ]
     for key, value in sorted(item["tags"].items()):
         lines.append(f"  tag       {key} = {short(value, 80)}")
     if run:
@@ -244,11 +293,18 @@ def cmd_promote(args, registry) -> int:
     with promotion_lock(registry.store, args.name):  # serialised with sweeps' promotion decisions
         item = registry.resolve_version(args.name, args.version)
         if args.alias:
-            event = registry.set_alias(args.name, args.alias, item["version"], reason=args.reason,
-                                       actor=args.actor, action="promote")
+            event = registry.set_alias(
+                args.name, args.alias, item["version"], reason=args.reason, actor=args.actor, action="promote"
+            )
         else:
-            registry.transition_model(args.name, args.stage, version=item["version"], reason=args.reason,
-                                      archive_existing=args.archive_existing, actor=args.actor)
+            registry.transition_model(
+                args.name,
+                args.stage,
+                version=item["version"],
+                reason=args.reason,
+                archive_existing=args.archive_existing,
+                actor=args.actor,
+            )
             event = registry.alias_history(args.name)[-1]
     emit(args, event, f"{move_text(event)}  ({event['actor']}: {event['reason'] or '-'})")
     return 0
@@ -259,8 +315,12 @@ def cmd_rollback(args, registry) -> int:
 
     with promotion_lock(registry.store, args.name):
         event = registry.rollback(args.name, alias=args.alias, reason=args.reason, actor=args.actor)
-    emit(args, event, f"{target_label(event['alias'])} rolled back: {version_label(event['from_version'])} -> "
-                      f"{version_label(event['to_version'])}  ({event['actor']}: {event['reason'] or '-'})")
+    emit(
+        args,
+        event,
+        f"{target_label(event['alias'])} rolled back: {version_label(event['from_version'])} -> "
+        f"{version_label(event['to_version'])}  ({event['actor']}: {event['reason'] or '-'})",
+    )
     return 0
 
 
@@ -289,9 +349,11 @@ def cmd_lineage(args, registry) -> int:
     config = info["config"]
     if isinstance(config, dict):
         model = config.get("model", {})
-        lines.append(f"  config        model {model.get('name', '-')}  lr {config.get('lr')}  "
-                     f"epochs {config.get('epochs')}  batch_size {config.get('batch_size')}  "
-                     f"seed {config.get('seed')}")
+        lines.append(
+            f"  config        model {model.get('name', '-')}  lr {config.get('lr')}  "
+            f"epochs {config.get('epochs')}  batch_size {config.get('batch_size')}  "
+            f"seed {config.get('seed')}"
+        )
     else:
         lines.append("  config        - (the run has no config.yaml artifact)")
     if info["events"]:
@@ -308,8 +370,11 @@ def cmd_reproduce(args, registry) -> int:
         raise UsageError(f"model {args.name!r} version {item['version']} has no run to reproduce")
     where = registry.store.display_uri
     plan = reproduce.plan(registry.client, item["run_id"], where)
-    print(f"reproducing run {plan.original_run_id} (version {item['version']}): "
-          f"python -m runner {' '.join(plan.overrides)}", file=sys.stderr)
+    print(
+        f"reproducing run {plan.original_run_id} (version {item['version']}): "
+        f"python -m runner {' '.join(plan.overrides)}",
+        file=sys.stderr,
+    )
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
@@ -320,12 +385,16 @@ def cmd_reproduce(args, registry) -> int:
     result = reproduce.run(registry.client, registry.tracking_uri, plan, where, tolerance=args.tolerance)
     for warning in result.warnings[known:]:
         print(f"warning: {warning}", file=sys.stderr)
-    reproduced = bool(result.new_run_id) and result.exit_code == 0 and result.params_equal \
-        and not result.metric_differences
-    lines = [f"original run  {result.original_run_id}", f"new run       {result.new_run_id or '-'}",
-             f"params equal  {result.params_equal}",
-             f"metrics       max relative difference {number(result.max_relative_difference, 6)} "
-             f"(tolerance {args.tolerance})"]
+    reproduced = (
+        bool(result.new_run_id) and result.exit_code == 0 and result.params_equal and not result.metric_differences
+    )
+    lines = [
+        f"original run  {result.original_run_id}",
+        f"new run       {result.new_run_id or '-'}",
+        f"params equal  {result.params_equal}",
+        f"metrics       max relative difference {number(result.max_relative_difference, 6)} "
+        f"(tolerance {args.tolerance})",
+    ]
     for key, (before, after) in sorted(result.param_differences.items()):
         lines.append(f"  param  {key}: {before} -> {after}")
     for key, (before, after) in sorted(result.metric_differences.items()):
@@ -349,9 +418,17 @@ def cmd_stale_runs(args, registry) -> int:
     def status(r) -> str:
         return "live: left RUNNING" if r.live else "FAILED (closed)" if r.closed else "RUNNING (stale)"
 
-    rows = [[r.run_id, short(r.run_name, 40), r.experiment_id,
-             datetime.fromtimestamp(r.last_heartbeat, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-             f"{r.age_seconds:.0f}", status(r)] for r in found]
+    rows = [
+        [
+            r.run_id,
+            short(r.run_name, 40),
+            r.experiment_id,
+            datetime.fromtimestamp(r.last_heartbeat, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            f"{r.age_seconds:.0f}",
+            status(r),
+        ]
+        for r in found
+    ]
     headers = ["run", "name", "experiment", "last heartbeat (UTC)", "age s", "status"]
     text = table(headers, rows) if found else "no RUNNING run"
     if not stale:
@@ -369,13 +446,17 @@ def cmd_prune(args, registry) -> int:
 
     uri = registry.tracking_uri
     if args.gc and uri.startswith(("http://", "https://")):
-        raise UsageError("--gc: a tracking server's runs are removed for good by `mlflow gc` run against the "
-                         "server's own backend store (its database URI); prune marks them deleted here")
+        raise UsageError(
+            "--gc: a tracking server's runs are removed for good by `mlflow gc` run against the "
+            "server's own backend store (its database URI); prune marks them deleted here"
+        )
     report = prune(registry.client, args.older_than_days, Path(args.outputs), dry_run=args.dry_run)
     verb = "would mark" if args.dry_run else "marked"
-    lines = [f"{verb} deleted: {len(report.runs)} run(s), {len(report.logged_models)} logged model(s); "
-             f"{'would remove' if args.dry_run else 'removed'} {len(report.folders)} folder(s) under {args.outputs}/",
-             f"kept for registered versions: {len(report.kept_for_registry)} old run(s) (and their sweep parents)"]
+    lines = [
+        f"{verb} deleted: {len(report.runs)} run(s), {len(report.logged_models)} logged model(s); "
+        f"{'would remove' if args.dry_run else 'removed'} {len(report.folders)} folder(s) under {args.outputs}/",
+        f"kept for registered versions: {len(report.kept_for_registry)} old run(s) (and their sweep parents)",
+    ]
     gc = [str(Path(sys.executable).parent / "mlflow"), "gc", "--backend-store-uri", uri, "--tracking-uri", uri]
     if report.runs:
         gc += ["--run-ids", ",".join(report.runs)]
@@ -402,8 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     from runner.registry.stale_runs import DEFAULT_OLDER_THAN
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--tracking-uri", default=argparse.SUPPRESS,
-                        help="the store (default: MLFLOW_TRACKING_URI, then ./outputs/mlflow.db)")
+    common.add_argument(
+        "--tracking-uri",
+        default=argparse.SUPPRESS,
+        help="the store (default: MLFLOW_TRACKING_URI, then ./outputs/mlflow.db)",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
 
     parser = argparse.ArgumentParser(prog="runner-registry", description="See and steer the model registry.")
@@ -420,9 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("versions", cmd_versions, "list a model's versions: aliases, stages, the policy metric")
     sub.add_argument("name")
     sub.add_argument("--metric", help="the metric column (default: the policy's, val_mape)")
-    for name, handler, text in (("show", cmd_show, "show one version (VERSION or @alias)"),
-                                ("lineage", cmd_lineage, "where a version came from: run, sweep, config, "
-                                                         "git commit, data, promotion history")):
+    for name, handler, text in (
+        ("show", cmd_show, "show one version (VERSION or @alias)"),
+        ("lineage", cmd_lineage, "where a version came from: run, sweep, config, git commit, data, promotion history"),
+    ):
         sub = command(name, handler, text)
         sub.add_argument("name")
         sub.add_argument("version", metavar="VERSION|@alias")
@@ -432,8 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("version", metavar="VERSION|@alias")
     sub.add_argument("--alias", help="e.g. champion")
     sub.add_argument("--stage", help="Staging | Production | Archived | None")
-    sub.add_argument("--archive-existing", action="store_true",
-                     help="with --stage: send the stage's other versions to Archived")
+    sub.add_argument(
+        "--archive-existing", action="store_true", help="with --stage: send the stage's other versions to Archived"
+    )
     sub.add_argument("--reason", required=True, help="why (recorded in the history)")
     sub.add_argument("--actor", help="who (default: $USER@hostname)")
 
@@ -447,23 +533,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name")
     sub.add_argument("--alias", help="only this alias (or stage:<Stage>)")
 
-    sub = command("reproduce", cmd_reproduce, "re-run a version's run with its logged overrides, as a new "
-                                               "run tagged runner.reproduces, and compare")
+    sub = command(
+        "reproduce",
+        cmd_reproduce,
+        "re-run a version's run with its logged overrides, as a new run tagged runner.reproduces, and compare",
+    )
     sub.add_argument("name")
     sub.add_argument("version", metavar="VERSION|@alias")
     sub.add_argument("--tolerance", type=float, default=1e-3, help="relative tolerance on metrics (1e-3)")
     sub.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
 
     sub = command("stale-runs", cmd_stale_runs, "RUNNING runs whose heartbeat stopped (killed processes)")
-    sub.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="SECONDS",
-                     help=f"seconds since the last heartbeat (default {DEFAULT_OLDER_THAN:.0f})")
+    sub.add_argument(
+        "--older-than",
+        type=float,
+        default=DEFAULT_OLDER_THAN,
+        metavar="SECONDS",
+        help=f"seconds since the last heartbeat (default {DEFAULT_OLDER_THAN:.0f})",
+    )
     sub.add_argument("--close", action="store_true", help="mark them FAILED, with the reason in a tag")
     sub.add_argument("--actor", help="who closes them (default: $USER@hostname)")
 
-    sub = command("prune", cmd_prune, "mark old runs and their logged models deleted, except what registered "
-                                      "versions need, and remove old Hydra folders; --gc removes them for good")
-    sub.add_argument("--older-than-days", type=float, required=True, metavar="DAYS",
-                     help="runs that ended more than DAYS ago (0: every run that ended)")
+    sub = command(
+        "prune",
+        cmd_prune,
+        "mark old runs and their logged models deleted, except what registered "
+        "versions need, and remove old Hydra folders; --gc removes them for good",
+    )
+    sub.add_argument(
+        "--older-than-days",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="runs that ended more than DAYS ago (0: every run that ended)",
+    )
     sub.add_argument("--outputs", default="outputs", help="where Hydra's runs/ and sweeps/ folders are (outputs)")
     sub.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
     sub.add_argument("--gc", action="store_true", help="then run `mlflow gc` on exactly those runs and models")

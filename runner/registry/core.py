@@ -93,8 +93,9 @@ class Change:
             was = f"v{self.before}" if self.before else "unset"
             return f"model {self.model} version {self.version}: alias {self.name} moved here (was {was})"
         if self.kind == "stage":
-            archived = f"; archived {', '.join('v' + v for v in self.archived)} from {self.name}" if self.archived \
-                else ""
+            archived = (
+                f"; archived {', '.join('v' + v for v in self.archived)} from {self.name}" if self.archived else ""
+            )
             return f"model {self.model} version {self.version}: stage {self.before} -> {self.name}{archived}"
         was = repr(self.before) if self.before is not None else "unset"
         return f"model {self.model} version {self.version}: tag {self.name} set (was {was})"
@@ -241,8 +242,9 @@ class ModelRegistry:
     def get_registered_model(self, name: str) -> dict[str, Any]:
         return model_dict(self._registered(name))
 
-    def register_model(self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None,
-                       changes: RegistryChanges | None = None) -> str:
+    def register_model(
+        self, model_uri: str, name: str, tags: Mapping[str, Any] | None = None, changes: RegistryChanges | None = None
+    ) -> str:
         """Register `model_uri` (`models:/m-...` of a logged model, or `runs:/<run_id>/<name>`) as a new
         version of `name` (the registered model is created when missing). Returns the version.
         `changes` records what was written, for `undo`."""
@@ -255,8 +257,12 @@ class ModelRegistry:
             if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
         version = self._call(
-            self.client.create_model_version, name, source, run_id=run_id,
-            tags={k: str(v) for k, v in (tags or {}).items()}, model_id=model_id,
+            self.client.create_model_version,
+            name,
+            source,
+            run_id=run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+            model_id=model_id,
         )
         if changes is not None:
             changes.add(Change("version", name, str(version.version)))
@@ -265,7 +271,7 @@ class ModelRegistry:
     def _resolve_source(self, model_uri: str) -> tuple[str, str | None, str | None]:
         """(source, run_id, model_id) of a model URI, so the version links back to its run."""
         if model_uri.startswith("models:/m-"):
-            model_id = model_uri[len("models:/"):].split("/", 1)[0]
+            model_id = model_uri[len("models:/") :].split("/", 1)[0]
             try:
                 logged = self._call(self.client.get_logged_model, model_id)
             except MlflowException:
@@ -274,10 +280,11 @@ class ModelRegistry:
             # source with the *global* tracking URI, which may be another store (MLflow 3.17).
             return logged.artifact_location, logged.source_run_id, model_id
         if model_uri.startswith("runs:/"):
-            run_id, _, artifact_path = model_uri[len("runs:/"):].partition("/")
+            run_id, _, artifact_path = model_uri[len("runs:/") :].partition("/")
             run = self._call(get_run_or_raise, self.client, run_id, self.store.display_uri)
             logged = self._call(
-                self.client.search_logged_models, [run.info.experiment_id],
+                self.client.search_logged_models,
+                [run.info.experiment_id],
                 filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'",
             )
             if logged:
@@ -320,26 +327,40 @@ class ModelRegistry:
             latest[item["stage"]] = item  # versions come oldest first: the last one wins
         return sorted(latest.values(), key=lambda v: int(v["version"]))
 
-    def delete_model_version(self, name: str, version: str | int, reason: str = "",
-                             actor: str | None = None) -> None:
+    def delete_model_version(self, name: str, version: str | int, reason: str = "", actor: str | None = None) -> None:
         """Delete a version. MLflow drops its aliases with it; each one is recorded as a move to none."""
         held = self.get_model_version(name, version)["aliases"]
         self._call(self.client.delete_model_version, name, str(version))
         for alias in held:
-            self._record(name, {"alias": alias, "from_version": str(version), "to_version": None},
-                         "delete_version", reason, actor, None)
+            self._record(
+                name,
+                {"alias": alias, "from_version": str(version), "to_version": None},
+                "delete_version",
+                reason,
+                actor,
+                None,
+            )
 
-    def set_model_version_tag(self, name: str, version: str | int, key: str, value: Any,
-                              changes: RegistryChanges | None = None) -> None:
+    def set_model_version_tag(
+        self, name: str, version: str | int, key: str, value: Any, changes: RegistryChanges | None = None
+    ) -> None:
         before = (self._version(name, version).tags or {}).get(key)
         self._call(self.client.set_model_version_tag, name, str(version), key, str(value))
         if changes is not None:
             changes.add(Change("version_tag", name, str(version), key, before))
 
     # -- stages ------------------------------------------------------------------------------------
-    def transition_model(self, name: str, stage: str, version: str | int | None = None,
-                         archive_existing: bool = False, reason: str = "", actor: str | None = None,
-                         sweep_id: str | None = None, changes: RegistryChanges | None = None) -> dict[str, Any]:
+    def transition_model(
+        self,
+        name: str,
+        stage: str,
+        version: str | int | None = None,
+        archive_existing: bool = False,
+        reason: str = "",
+        actor: str | None = None,
+        sweep_id: str | None = None,
+        changes: RegistryChanges | None = None,
+    ) -> dict[str, Any]:
         """Move `version` (default: the newest) to a classic stage; `archive_existing` sends the other
         versions of that stage to Archived. MLflow's stage deprecation warning is kept quiet. The move is
         recorded in the history as alias `stage:<Stage>`. Returns the version dict."""
@@ -350,24 +371,35 @@ class ModelRegistry:
                 raise VersionNotFound(f"model {name!r} has no versions")
             version = versions[-1]["version"]
         current = version_dict(self._version(name, version))
-        in_stage = [v["version"] for v in self.get_model_versions(name)
-                    if v["stage"] == stage and v["version"] != current["version"]]
+        in_stage = [
+            v["version"]
+            for v in self.get_model_versions(name)
+            if v["stage"] == stage and v["version"] != current["version"]
+        ]
         previous = in_stage[-1:]  # the newest other version in the stage: the one this move replaces
         archive = archive_existing and stage in ("Staging", "Production")
         moved = self._transition(name, version, stage)
-        change = changes.add(Change("stage", name, str(version), stage, current["stage"])) \
-            if changes is not None else None
+        change = (
+            changes.add(Change("stage", name, str(version), stage, current["stage"])) if changes is not None else None
+        )
         for other in in_stage if archive else []:
             self._transition(name, other, "Archived")
             if change is not None:
                 change.archived.append(other)
-        event = self._record(name, {
-            "alias": f"{STAGE_PREFIX}{stage}",
-            "from_version": previous[-1] if previous else None,
-            "to_version": str(version),
-            "previous_stage": current["stage"],
-            "archived_existing": bool(archive_existing),
-        }, "stage", reason, actor, sweep_id)
+        event = self._record(
+            name,
+            {
+                "alias": f"{STAGE_PREFIX}{stage}",
+                "from_version": previous[-1] if previous else None,
+                "to_version": str(version),
+                "previous_stage": current["stage"],
+                "archived_existing": bool(archive_existing),
+            },
+            "stage",
+            reason,
+            actor,
+            sweep_id,
+        )
         if change is not None:
             change.history_key = event["key"]
         return version_dict(moved)
@@ -379,28 +411,39 @@ class ModelRegistry:
         "operator does not exist: integer <> character varying"); one by one, each is also known to undo."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow's stage deprecation warning
-            return self._call(self.client.transition_model_version_stage, name, str(version), stage,
-                              archive_existing_versions=False)
+            return self._call(
+                self.client.transition_model_version_stage, name, str(version), stage, archive_existing_versions=False
+            )
 
     # -- aliases -----------------------------------------------------------------------------------
-    def set_alias(self, name: str, alias: str, version: str | int, reason: str = "", actor: str | None = None,
-                  sweep_id: str | None = None, action: str = "set",
-                  changes: RegistryChanges | None = None) -> dict[str, Any]:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str | int,
+        reason: str = "",
+        actor: str | None = None,
+        sweep_id: str | None = None,
+        action: str = "set",
+        changes: RegistryChanges | None = None,
+    ) -> dict[str, Any]:
         """Point `alias` at `version` and record the move; returns the recorded event."""
         _check_alias(alias)
         self._version(name, version)
         current = _aliases(self._registered(name)).get(alias)
         self._call(self.client.set_registered_model_alias, name, alias, str(version))
         change = changes.add(Change("alias", name, str(version), alias, current)) if changes is not None else None
-        event = self._record(name, {"alias": alias, "from_version": current, "to_version": str(version)},
-                             action, reason, actor, sweep_id)
+        event = self._record(
+            name, {"alias": alias, "from_version": current, "to_version": str(version)}, action, reason, actor, sweep_id
+        )
         if change is not None:
             change.history_key = event["key"]
         return event
 
     # -- undoing a failed decision -------------------------------------------------------------------
-    def undo(self, changes: RegistryChanges, reason: str, actor: str | None = None,
-             sweep_id: str | None = None) -> UndoResult:
+    def undo(
+        self, changes: RegistryChanges, reason: str, actor: str | None = None, sweep_id: str | None = None
+    ) -> UndoResult:
         """Reverse `changes` newest first, each reversal recorded in the history as an `undo` event. A
         reversal that fails is a leftover (one line naming model, version, alias or stage); once the
         server is found lost, the remaining reversals make one attempt each instead of a minute of retries."""
@@ -431,46 +474,88 @@ class ModelRegistry:
             return f"model {name}: deleted (created by this decision)"
         if change.kind == "version":
             self._call(self.client.delete_model_version, name, version)
-            self._record(name, {"alias": f"{VERSION_PREFIX}{version}", "from_version": version, "to_version": None},
-                         "undo", why, actor, sweep_id)
+            self._record(
+                name,
+                {"alias": f"{VERSION_PREFIX}{version}", "from_version": version, "to_version": None},
+                "undo",
+                why,
+                actor,
+                sweep_id,
+            )
             return f"model {name} version {version}: deleted"
         if change.kind == "alias":
             if change.before is None:
                 self._call(self.client.delete_registered_model_alias, name, change.name)
             else:
                 self._call(self.client.set_registered_model_alias, name, change.name, change.before)
-            self._record(name, {"alias": change.name, "from_version": version, "to_version": change.before,
-                                "undoes": change.history_key}, "undo", why, actor, sweep_id)
+            self._record(
+                name,
+                {
+                    "alias": change.name,
+                    "from_version": version,
+                    "to_version": change.before,
+                    "undoes": change.history_key,
+                },
+                "undo",
+                why,
+                actor,
+                sweep_id,
+            )
             where = f"back on v{change.before}" if change.before else "removed"
             return f"model {name}: alias {change.name} {where} (was moved to v{version})"
         if change.kind == "stage":
             self._transition(name, version, change.before)
             for archived in change.archived:  # what the move archived goes back to the stage
                 self._transition(name, archived, change.name)
-            self._record(name, {"alias": f"{STAGE_PREFIX}{change.name}", "from_version": version,
-                                "to_version": change.archived[-1] if change.archived else None,
-                                "restored_stage": change.before, "restored": change.archived,
-                                "undoes": change.history_key}, "undo", why, actor, sweep_id)
+            self._record(
+                name,
+                {
+                    "alias": f"{STAGE_PREFIX}{change.name}",
+                    "from_version": version,
+                    "to_version": change.archived[-1] if change.archived else None,
+                    "restored_stage": change.before,
+                    "restored": change.archived,
+                    "undoes": change.history_key,
+                },
+                "undo",
+                why,
+                actor,
+                sweep_id,
+            )
             restored = f"; v{', v'.join(change.archived)} back in {change.name}" if change.archived else ""
             return f"model {name} version {version}: stage back to {change.before}{restored}"
         if change.before is None:
             self._call(self.client.delete_model_version_tag, name, version, change.name)
         else:
             self._call(self.client.set_model_version_tag, name, version, change.name, change.before)
-        self._record(name, {"alias": f"{TAG_PREFIX}{change.name}", "from_version": version, "to_version": version,
-                            "restored_value": change.before}, "undo", why, actor, sweep_id)
-        return f"model {name} version {version}: tag {change.name} " + \
-            ("removed" if change.before is None else f"back to {change.before!r}")
+        self._record(
+            name,
+            {
+                "alias": f"{TAG_PREFIX}{change.name}",
+                "from_version": version,
+                "to_version": version,
+                "restored_value": change.before,
+            },
+            "undo",
+            why,
+            actor,
+            sweep_id,
+        )
+        return f"model {name} version {version}: tag {change.name} " + (
+            "removed" if change.before is None else f"back to {change.before!r}"
+        )
 
-    def delete_alias(self, name: str, alias: str, reason: str = "", actor: str | None = None,
-                     sweep_id: str | None = None) -> dict[str, Any]:
+    def delete_alias(
+        self, name: str, alias: str, reason: str = "", actor: str | None = None, sweep_id: str | None = None
+    ) -> dict[str, Any]:
         """Remove `alias` (AliasNotFound when it is not set) and record it; returns the event."""
         current = _aliases(self._registered(name)).get(alias)
         if current is None:
             raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
         self._call(self.client.delete_registered_model_alias, name, alias)
-        return self._record(name, {"alias": alias, "from_version": current, "to_version": None},
-                            "delete", reason, actor, sweep_id)
+        return self._record(
+            name, {"alias": alias, "from_version": current, "to_version": None}, "delete", reason, actor, sweep_id
+        )
 
     def get_version_by_alias(self, name: str, alias: str) -> dict[str, Any]:
         version = _aliases(self._registered(name)).get(alias)
@@ -493,26 +578,33 @@ class ModelRegistry:
         from_version, to_version, when, reason, actor, sweep_id, action, key."""
         return _events(self._registered(name), alias)
 
-    def rollback(self, name: str, alias: str = "champion", reason: str = "", actor: str | None = None,
-                 sweep_id: str | None = None) -> dict[str, Any]:
+    def rollback(
+        self,
+        name: str,
+        alias: str = "champion",
+        reason: str = "",
+        actor: str | None = None,
+        sweep_id: str | None = None,
+    ) -> dict[str, Any]:
         """Move `alias` back to the version that held it before its latest move that has not been
         rolled back already (so repeated rollbacks walk further back). Works for `stage:<Stage>` too.
         Returns the recorded event (action `rollback`)."""
         model = self._registered(name)
         events = _events(model, alias)
         undone = {event_id(e["undoes"]) for e in events if e.get("undoes")}  # either prefix
-        moves = [e for e in events
-                 if e["action"] not in ("rollback", "undo") and event_id(e["key"]) not in undone]
+        moves = [e for e in events if e["action"] not in ("rollback", "undo") and event_id(e["key"]) not in undone]
         if not moves:
             raise RunnerError(f"model {name!r}: no recorded move of {alias!r} to roll back")
         latest = moves[-1]
         target = latest["from_version"]
         if target is None:
-            raise RunnerError(f"model {name!r}: {alias!r} held no version before version "
-                              f"{latest['to_version']} (set at {latest['when']}); nothing to roll back to")
+            raise RunnerError(
+                f"model {name!r}: {alias!r} held no version before version "
+                f"{latest['to_version']} (set at {latest['when']}); nothing to roll back to"
+            )
         self._version(name, target)  # VersionNotFound when it was deleted since
         if alias.startswith(STAGE_PREFIX):
-            stage = alias[len(STAGE_PREFIX):]
+            stage = alias[len(STAGE_PREFIX) :]
             self._transition(name, target, stage)
             for other in self.get_model_versions(name):  # archive_existing_versions, as _transition says
                 if other["stage"] == stage and other["version"] != str(target):
@@ -526,12 +618,31 @@ class ModelRegistry:
                     f"on {latest['to_version']}; it was moved outside this history, set it with promote"
                 )
             self._call(self.client.set_registered_model_alias, name, alias, str(target))
-        return self._record(name, {"alias": alias, "from_version": current, "to_version": str(target),
-                                   "undoes": HISTORY_TAG_PREFIX + event_id(latest["key"])}, "rollback", reason,
-                            actor, sweep_id, model)
+        return self._record(
+            name,
+            {
+                "alias": alias,
+                "from_version": current,
+                "to_version": str(target),
+                "undoes": HISTORY_TAG_PREFIX + event_id(latest["key"]),
+            },
+            "rollback",
+            reason,
+            actor,
+            sweep_id,
+            model,
+        )
 
-    def _record(self, name: str, fields: dict[str, Any], action: str, reason: str, actor: str | None,
-                sweep_id: str | None, model=None) -> dict[str, Any]:
+    def _record(
+        self,
+        name: str,
+        fields: dict[str, Any],
+        action: str,
+        reason: str,
+        actor: str | None,
+        sweep_id: str | None,
+        model=None,
+    ) -> dict[str, Any]:
         model = model or self._registered(name)
         self._move_legacy_events(name, model)
         stamp = int(time.time() * 1000)
@@ -565,8 +676,9 @@ class ModelRegistry:
                     raise
 
     # -- loading ------------------------------------------------------------------------------------
-    def model_uri(self, name: str, version: str | int | None = None, stage: str | None = None,
-                  alias: str | None = None) -> str:
+    def model_uri(
+        self, name: str, version: str | int | None = None, stage: str | None = None, alias: str | None = None
+    ) -> str:
         """`models:/name/<version>` of the version chosen by version, alias, stage (newest in it),
         or the newest version when none is given; `name` may be `name@alias` or `name/version`."""
         ref_name, ref_version, ref_alias = parse_model_reference(name)
@@ -589,12 +701,13 @@ class ModelRegistry:
             chosen = versions[-1]["version"]
         return f"models:/{name}/{chosen}"
 
-    def get_model(self, name: str, version: str | int | None = None, stage: str | None = None,
-                  alias: str | None = None):
+    def get_model(
+        self, name: str, version: str | int | None = None, stage: str | None = None, alias: str | None = None
+    ):
         """The chosen version loaded as an MLflow pyfunc model, ready to `predict` (imports TensorFlow
         when the model is a Keras one). MLflow's global tracking and registry URIs are left as they were."""
         uri = self.model_uri(name, version, stage, alias)
-        name, number = uri[len("models:/"):].rsplit("/", 1)
+        name, number = uri[len("models:/") :].rsplit("/", 1)
         location = self._call(self.client.get_model_version_download_uri, name, number)
         import mlflow.pyfunc
 

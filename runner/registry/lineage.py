@@ -68,8 +68,7 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
     `version` may be a number or `@alias`."""
     item = registry.resolve_version(name, version)
     number = item["version"]
-    events = [e for e in registry.alias_history(name)
-              if number in (e.get("to_version"), e.get("from_version"))]
+    events = [e for e in registry.alias_history(name) if number in (e.get("to_version"), e.get("from_version"))]
     result: dict[str, Any] = {
         "name": name,
         "version": number,
@@ -81,9 +80,24 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
         "run_id": item["run_id"],
         "events": events,
     }
-    empty = dict.fromkeys(("run_name", "run_status", "experiment_id", "parent_run_id", "sweep_id", "job_num",
-                           "config", "git_commit", "git_dirty", "data_fingerprint", "data_file", "protocol",
-                           "runner_version", "forecaster_uri"))
+    empty = dict.fromkeys(
+        (
+            "run_name",
+            "run_status",
+            "experiment_id",
+            "parent_run_id",
+            "sweep_id",
+            "job_num",
+            "config",
+            "git_commit",
+            "git_dirty",
+            "data_fingerprint",
+            "data_file",
+            "protocol",
+            "runner_version",
+            "forecaster_uri",
+        )
+    )
     result.update(empty, params={}, metrics={}, overrides=[])
     if not item["run_id"]:
         return result

@@ -28,8 +28,7 @@ class LockTimeout(RunnerError):
 
 
 @contextmanager
-def promotion_lock(store: Store, model_name: str, timeout: float = 600.0,
-                   stale_after: float = 900.0) -> Iterator[None]:
+def promotion_lock(store: Store, model_name: str, timeout: float = 600.0, stale_after: float = 900.0) -> Iterator[None]:
     db = sqlite_path(store.tracking_uri)
     if db is not None:
         from filelock import FileLock, Timeout
@@ -57,7 +56,8 @@ def _registry_mutex(store: Store, lock_name: str, timeout: float, stale_after: f
     while True:
         try:
             client.create_registered_model(
-                lock_name, tags={LOCK_HOLDER_TAG: holder},
+                lock_name,
+                tags={LOCK_HOLDER_TAG: holder},
                 description="Held while a promotion decision is made; deleted right after.",
             )
             break

@@ -92,9 +92,16 @@ class Candidate:
     def from_run(cls, run, policy: Policy) -> Candidate:
         metrics = dict(run.data.metrics)
         value = metrics.get(policy.metric)
-        candidate = cls(run.info.run_id, run.info.run_name or "", run.info.status,
-                        run.data.tags.get(JOB_NUM_TAG), value, metrics, dict(run.data.tags),
-                        dict(run.data.params))
+        candidate = cls(
+            run.info.run_id,
+            run.info.run_name or "",
+            run.info.status,
+            run.data.tags.get(JOB_NUM_TAG),
+            value,
+            metrics,
+            dict(run.data.tags),
+            dict(run.data.params),
+        )
         if run.info.status != "FINISHED":
             candidate.error = run.data.tags.get(FAILURE_REASON_TAG)
         if run.info.status != "FINISHED":
@@ -107,14 +114,23 @@ class Candidate:
                 candidate.rejected.append(f"gate {gate.metric} {gate.op} {gate.value:g} failed (got {got})")
         if FORECASTER_URI_TAG not in run.data.tags and not candidate.rejected:
             off = str(run.data.params.get("tracking.log_model", "")).lower() == "false"
-            candidate.rejected.append(f"{NOT_LOGGED}: tracking.log_model=false" if off
-                                      else f"{NOT_LOGGED} (its logging failed?)")
+            candidate.rejected.append(
+                f"{NOT_LOGGED}: tracking.log_model=false" if off else f"{NOT_LOGGED} (its logging failed?)"
+            )
         return candidate
 
     def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "run_name": self.run_name, "job": self.job_num, "status": self.status,
-                "value": self.value, "test_mape": self.metrics.get("test_mape"), "rejected": self.rejected,
-                "error": self.error, "reused_from": self.reused_from}
+        return {
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "job": self.job_num,
+            "status": self.status,
+            "value": self.value,
+            "test_mape": self.metrics.get("test_mape"),
+            "rejected": self.rejected,
+            "error": self.error,
+            "reused_from": self.reused_from,
+        }
 
 
 @dataclass
@@ -150,15 +166,18 @@ def beats(policy: Policy, winner: float, champion: float) -> tuple[bool, str]:
     improvement = (champion - winner) if policy.mode == "min" else (winner - champion)
     required = max(policy.champion.min_improvement, policy.champion.min_relative_improvement * abs(champion))
     verdict = improvement > 0 and improvement >= required
-    return verdict, (f"{policy.metric} {winner:.4f} vs champion {champion:.4f}: improvement {improvement:.4f}"
-                     f" {'>=' if verdict else '<'} required {max(required, 0):.4f}"
-                     + ("" if required > 0 or verdict else " (must be strictly better)"))
+    return verdict, (
+        f"{policy.metric} {winner:.4f} vs champion {champion:.4f}: improvement {improvement:.4f}"
+        f" {'>=' if verdict else '<'} required {max(required, 0):.4f}"
+        + ("" if required > 0 or verdict else " (must be strictly better)")
+    )
 
 
 def sweep_candidates(client, experiment_id: str, sweep_id: str, policy: Policy) -> list[Candidate]:
     """All child runs of a sweep in one request, whatever the sweep's size."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'",
-                              max_results=MAX_SWEEP_RUNS)
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'", max_results=MAX_SWEEP_RUNS
+    )
     candidates = [Candidate.from_run(r, policy) for r in runs if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"]
     unexplained = [c for c in candidates if c.status == "FAILED" and not c.error]
     for candidate in sorted(unexplained, key=lambda c: int(c.job_num or 0))[:ERROR_LOOKUPS]:
@@ -186,25 +205,43 @@ def launched_by(candidate: Candidate) -> str | None:
     return candidate.tags.get(USER_TAG) or None
 
 
-def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: list[Candidate], *,
-                 sweep_id: str | None, actor: str | None = None,
-                 step_hook: Callable | None = None) -> tuple[Decision, list[Candidate]]:
+def apply_policy(
+    policy: Policy,
+    policy_name: str,
+    store: Store,
+    candidates: list[Candidate],
+    *,
+    sweep_id: str | None,
+    actor: str | None = None,
+    step_hook: Callable | None = None,
+) -> tuple[Decision, list[Candidate]]:
     """Decide and change the registry as the policy says. Returns the decision and the ranking.
     `step_hook`: a test seam, see runner.registry.core.RegistryChanges (None in production)."""
     ranked = rank(policy, candidates)
     if not ranked:
         # runs that would have won but logged no forecaster: say so, rather than "no run passed the gates"
-        unlogged = rank(policy, [replace(c, rejected=[]) for c in candidates
-                                 if c.rejected and all(r.startswith(NOT_LOGGED) for r in c.rejected)])
+        unlogged = rank(
+            policy,
+            [
+                replace(c, rejected=[])
+                for c in candidates
+                if c.rejected and all(r.startswith(NOT_LOGGED) for r in c.rejected)
+            ],
+        )
         if not candidates:
             reason = "the sweep has no runs"
         elif unlogged:
             best = unlogged[0]
-            why = "tracking.log_model=false" if all("log_model=false" in r for c in candidates for r in c.rejected
-                                                    if r.startswith(NOT_LOGGED)) else "no forecaster was logged"
-            reason = (f"no version registered: {len(unlogged)} run(s) passed the gates but logged no forecaster "
-                      f"({why}); the best was job #{best.job_num or '-'} run {best.run_id[:8]} with {policy.metric} "
-                      f"{best.value:.4f}; run again with tracking.log_model=true to register it")
+            why = (
+                "tracking.log_model=false"
+                if all("log_model=false" in r for c in candidates for r in c.rejected if r.startswith(NOT_LOGGED))
+                else "no forecaster was logged"
+            )
+            reason = (
+                f"no version registered: {len(unlogged)} run(s) passed the gates but logged no forecaster "
+                f"({why}); the best was job #{best.job_num or '-'} run {best.run_id[:8]} with {policy.metric} "
+                f"{best.value:.4f}; run again with tracking.log_model=true to register it"
+            )
         elif any(c.status == "FINISHED" for c in candidates):
             reason = "no run passed the gates"
         else:
@@ -218,8 +255,15 @@ def apply_policy(policy: Policy, policy_name: str, store: Store, candidates: lis
         return _decide_under_lock(policy, policy_name, store, winner, sweep_id, actor, step_hook), ranked
 
 
-def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: Candidate,
-                       sweep_id: str | None, actor: str, step_hook: Callable | None = None) -> Decision:
+def _decide_under_lock(
+    policy: Policy,
+    policy_name: str,
+    store: Store,
+    winner: Candidate,
+    sweep_id: str | None,
+    actor: str,
+    step_hook: Callable | None = None,
+) -> Decision:
     from runner.registry.core import ModelRegistry, RegistryChanges
 
     registry = ModelRegistry(store.tracking_uri)
@@ -236,9 +280,14 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     if existing is not None and DECISION_TAG in existing["tags"]:
         # The hook ran before for this winner: repeat nothing (not even the challenger alias).
         held = champion["version"] if champion else None
-        return Decision("already_applied", f"version {existing['version']} was decided before "
-                        f"({existing['tags'][DECISION_TAG]}); nothing changed", winner.run_id, existing["version"],
-                        champion_before=held, champion_after=held)
+        return Decision(
+            "already_applied",
+            f"version {existing['version']} was decided before ({existing['tags'][DECISION_TAG]}); nothing changed",
+            winner.run_id,
+            existing["version"],
+            champion_before=held,
+            champion_after=held,
+        )
 
     champion_value = None
     promote, reason = True, "no champion yet: the first passing winner becomes champion"
@@ -253,9 +302,14 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
         promote, reason = beats(policy, winner.value, champion_value)
 
     champion_before = champion["version"] if champion else None
-    decision = Decision("promoted" if promote else "registered", reason, winner.run_id,
-                        existing["version"] if existing else None, champion_before=champion_before,
-                        champion_value=champion_value)
+    decision = Decision(
+        "promoted" if promote else "registered",
+        reason,
+        winner.run_id,
+        existing["version"] if existing else None,
+        champion_before=champion_before,
+        champion_value=champion_value,
+    )
     changes = RegistryChanges(hook=step_hook)
     step = "registering the winner"
     try:
@@ -264,18 +318,50 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
         decision.champion_after = version["version"] if promote else champion_before
         moves = []
         if policy.aliases.winner:
-            moves.append((f"alias {policy.aliases.winner}", lambda: _move_alias(
-                registry, name, policy.aliases.winner, version, reason, actor, sweep_id, decision, changes)))
+            moves.append(
+                (
+                    f"alias {policy.aliases.winner}",
+                    lambda: _move_alias(
+                        registry, name, policy.aliases.winner, version, reason, actor, sweep_id, decision, changes
+                    ),
+                )
+            )
         if promote and policy.aliases.promoted:
-            moves.append((f"alias {policy.aliases.promoted}", lambda: _move_alias(
-                registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision, changes)))
+            moves.append(
+                (
+                    f"alias {policy.aliases.promoted}",
+                    lambda: _move_alias(
+                        registry, name, policy.aliases.promoted, version, reason, actor, sweep_id, decision, changes
+                    ),
+                )
+            )
         if policy.stages.winner and not ((promote or holds) and policy.stages.promoted):
-            moves.append((f"stage {policy.stages.winner}", lambda: _move_stage(
-                registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision, changes)))
+            moves.append(
+                (
+                    f"stage {policy.stages.winner}",
+                    lambda: _move_stage(
+                        registry, name, policy.stages.winner, version, False, reason, actor, sweep_id, decision, changes
+                    ),
+                )
+            )
         if (promote or holds) and policy.stages.promoted:
-            moves.append((f"stage {policy.stages.promoted}", lambda: _move_stage(
-                registry, name, policy.stages.promoted, version, policy.stages.archive_previous, reason, actor,
-                sweep_id, decision, changes)))
+            moves.append(
+                (
+                    f"stage {policy.stages.promoted}",
+                    lambda: _move_stage(
+                        registry,
+                        name,
+                        policy.stages.promoted,
+                        version,
+                        policy.stages.archive_previous,
+                        reason,
+                        actor,
+                        sweep_id,
+                        decision,
+                        changes,
+                    ),
+                )
+            )
         for label, move in moves:
             step = label  # named in the error if this move fails
             move()
@@ -290,8 +376,9 @@ def _decide_under_lock(policy: Policy, policy_name: str, store: Store, winner: C
     return decision
 
 
-def _undo(registry, changes, decision: Decision, step: str, error: BaseException, actor: str,
-          sweep_id: str | None) -> None:
+def _undo(
+    registry, changes, decision: Decision, step: str, error: BaseException, actor: str, sweep_id: str | None
+) -> None:
     """Reverse the completed writes of a decision that failed at `step`; the decision becomes `failed`."""
     detail = (str(error).strip().splitlines() or [""])[0][:300]
     what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
@@ -304,8 +391,10 @@ def _undo(registry, changes, decision: Decision, step: str, error: BaseException
         decision.version = None
     if result.leftovers:
         decision.champion_after = None  # not known: see the leftovers
-        outcome = (f"{len(result.leftovers)} of {len(changes.done)} changes could not be undone and remain "
-                   f"(listed in `leftovers`)")
+        outcome = (
+            f"{len(result.leftovers)} of {len(changes.done)} changes could not be undone and remain "
+            f"(listed in `leftovers`)"
+        )
     else:
         decision.champion_after = decision.champion_before
         outcome = f"all {len(changes.done)} changes undone" if changes.done else "nothing had been changed"
@@ -339,8 +428,7 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
     """The champion's score, comparable with the winner's: re-scored on the winner's data when the
     champion was scored on other data or under another protocol (or refused, as the policy says)."""
     run = registry.client.get_run(champion["run_id"])
-    same = all(run.data.tags.get(tag) == winner.tags.get(tag)
-               for tag in (DATA_FINGERPRINT_TAG, PROTOCOL_TAG))
+    same = all(run.data.tags.get(tag) == winner.tags.get(tag) for tag in (DATA_FINGERPRINT_TAG, PROTOCOL_TAG))
     value = run.data.metrics.get(policy.metric)
     if same and value is not None:
         return value
@@ -384,8 +472,9 @@ def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | Non
     return None
 
 
-def _register(registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None,
-              reason: str, changes=None) -> dict:
+def _register(
+    registry, policy: Policy, policy_name: str, winner: Candidate, sweep_id: str | None, reason: str, changes=None
+) -> dict:
     tags = {
         RUN_ID_TAG: winner.source_run_id,
         POLICY_TAG: policy_name,
@@ -403,23 +492,38 @@ def _register(registry, policy: Policy, policy_name: str, winner: Candidate, swe
 def _move_alias(registry, name, alias, version, reason, actor, sweep_id, decision: Decision, changes=None) -> None:
     if alias in (version.get("aliases") or []):
         return
-    registry.set_alias(name, alias, version["version"], reason=reason, actor=actor, sweep_id=sweep_id,
-                       changes=changes)
+    registry.set_alias(name, alias, version["version"], reason=reason, actor=actor, sweep_id=sweep_id, changes=changes)
     decision.aliases_moved.append(f"{alias} -> v{version['version']}")
 
 
-def _move_stage(registry, name, stage, version, archive_previous: bool, reason, actor, sweep_id,
-                decision: Decision, changes=None) -> None:
+def _move_stage(
+    registry, name, stage, version, archive_previous: bool, reason, actor, sweep_id, decision: Decision, changes=None
+) -> None:
     if version.get("stage") == stage:
         return
-    registry.transition_model(name, stage, version=version["version"], archive_existing=archive_previous,
-                              reason=reason, actor=actor, sweep_id=sweep_id, changes=changes)
+    registry.transition_model(
+        name,
+        stage,
+        version=version["version"],
+        archive_existing=archive_previous,
+        reason=reason,
+        actor=actor,
+        sweep_id=sweep_id,
+        changes=changes,
+    )
     decision.stages_moved.append(f"{stage} -> v{version['version']}")
 
 
-def build_report(policy: Policy, policy_name: str, decision: Decision, candidates: list[Candidate],
-                 ranked: list[Candidate], sweep_id: str | None, parent_run_id: str | None,
-                 started: float) -> dict[str, Any]:
+def build_report(
+    policy: Policy,
+    policy_name: str,
+    decision: Decision,
+    candidates: list[Candidate],
+    ranked: list[Candidate],
+    sweep_id: str | None,
+    parent_run_id: str | None,
+    started: float,
+) -> dict[str, Any]:
     """The decision report (promotion/decision.json). `jobs` lists every job: the ranked ones best
     first (`rank` 1, 2, ...), then those rejected by a gate or rule (`rejected`: why), then those that
     did not finish (`error`: the one-line error, when known); each with its `outcome`."""
@@ -435,9 +539,14 @@ def build_report(policy: Policy, policy_name: str, decision: Decision, candidate
         "sweep_id": sweep_id,
         "parent_run_id": parent_run_id,
         "policy": {"name": policy_name, **asdict(policy)},
-        "counts": {"runs": len(candidates), "finished": sum(c.status == "FINISHED" for c in candidates),
-                   "failed": len(failures), "passing": len(ranked), "rejected": len(rejected),
-                   "reused": sum(c.reused_from is not None for c in candidates)},
+        "counts": {
+            "runs": len(candidates),
+            "finished": sum(c.status == "FINISHED" for c in candidates),
+            "failed": len(failures),
+            "passing": len(ranked),
+            "rejected": len(rejected),
+            "reused": sum(c.reused_from is not None for c in candidates),
+        },
         "best_value": best,
         "top": [c.summary() for c in ranked[:REPORT_TOP]],
         "rejected": rejected,
@@ -489,24 +598,31 @@ def format_report(report: dict[str, Any]) -> str:
     if shown:
         width = max(10, len(metric))
         name_width = min(40, max(4, *(len(row["run_name"]) for row in shown)))
-        lines.append(f"{'rank':>4}  {'job':>4}  {metric:>{width}}  {'test_mape':>9}  {'run':<8}  "
-                     f"{'name':<{name_width}}  outcome")
+        lines.append(
+            f"{'rank':>4}  {'job':>4}  {metric:>{width}}  {'test_mape':>9}  {'run':<8}  {'name':<{name_width}}  outcome"
+        )
         for row in shown:
             name = row["run_name"] if len(row["run_name"]) <= name_width else row["run_name"][: name_width - 3] + "..."
             value, test = format_metric(metric, row["value"]), format_metric("test_mape", row["test_mape"])
-            lines.append(f"{row['rank'] or '-':>4}  {row['job'] or '-':>4}  {value:>{width}}  {test:>9}  "
-                         f"{row['run_id'][:8]:<8}  "
-                         f"{name:<{name_width}}  {_outcome(row, d)}")
-    more = {kind: sum(row["outcome"] == kind for row in jobs) - sum(row["outcome"] == kind for row in shown)
-            for kind in ("ranked", "rejected", "failed")}
+            lines.append(
+                f"{row['rank'] or '-':>4}  {row['job'] or '-':>4}  {value:>{width}}  {test:>9}  "
+                f"{row['run_id'][:8]:<8}  "
+                f"{name:<{name_width}}  {_outcome(row, d)}"
+            )
+    more = {
+        kind: sum(row["outcome"] == kind for row in jobs) - sum(row["outcome"] == kind for row in shown)
+        for kind in ("ranked", "rejected", "failed")
+    }
     if any(more.values()):
         parts = ", ".join(f"{n} {kind}" for kind, n in more.items() if n)
         lines.append(f"... {sum(more.values())} more ({parts}): every job is in promotion/decision.json")
     counts = report["counts"]
     reused = f", {counts['reused']} of them reused" if counts.get("reused") else ""
-    lines.append(f"jobs: {counts['runs']} ({counts['passing']} ranked, "
-                 f"{counts.get('rejected', counts['finished'] - counts['passing'])} rejected, "
-                 f"{counts['failed']} did not finish{reused})")
+    lines.append(
+        f"jobs: {counts['runs']} ({counts['passing']} ranked, "
+        f"{counts.get('rejected', counts['finished'] - counts['passing'])} rejected, "
+        f"{counts['failed']} did not finish{reused})"
+    )
     version = f" version {d['version']}" if d["version"] else ""
     moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
     lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")

@@ -37,8 +37,12 @@ class PruneReport:
     kept_for_registry: list[str] = field(default_factory=list)  # old runs kept because versions need them
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "logged_models": self.logged_models, "folders": self.folders,
-                "kept_for_registry": self.kept_for_registry}
+        return {
+            "runs": self.runs,
+            "logged_models": self.logged_models,
+            "folders": self.folders,
+            "kept_for_registry": self.kept_for_registry,
+        }
 
 
 def _registered_sources(client) -> tuple[set[str], set[str]]:
@@ -60,8 +64,9 @@ def _registered_sources(client) -> tuple[set[str], set[str]]:
     return run_ids, model_ids
 
 
-def prune(client, older_than_days: float, store_dir: Path | None = None, dry_run: bool = False,
-          now: float | None = None) -> PruneReport:
+def prune(
+    client, older_than_days: float, store_dir: Path | None = None, dry_run: bool = False, now: float | None = None
+) -> PruneReport:
     cutoff_ms = int(((now or time.time()) - older_than_days * 86400) * 1000)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, max_results=MAX_RESULTS) if experiments else []

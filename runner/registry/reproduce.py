@@ -46,8 +46,10 @@ def plan(client, run_id: str, where: str = "the store") -> Reproduction:
     overrides, notes = [], []
     for item in run_overrides(client, run):
         if REDACTED in item:
-            notes.append(f"override {item.split('=', 1)[0]} was redacted when logged; dropped (give secrets "
-                         "through the environment)")
+            notes.append(
+                f"override {item.split('=', 1)[0]} was redacted when logged; dropped (give secrets "
+                "through the environment)"
+            )
             continue
         overrides.append(item)
     commit, logged = current_git_commit(), run["tags"].get(GIT_COMMIT_TAG)
@@ -61,8 +63,14 @@ def current_git_commit() -> str | None:
     return git_state(Path(__file__).resolve().parent).get(GIT_COMMIT_TAG)
 
 
-def run(client, tracking_uri: str, reproduction: Reproduction, where: str = "the store",
-        cwd: str | os.PathLike | None = None, tolerance: float = 1e-3) -> Reproduction:
+def run(
+    client,
+    tracking_uri: str,
+    reproduction: Reproduction,
+    where: str = "the store",
+    cwd: str | os.PathLike | None = None,
+    tolerance: float = 1e-3,
+) -> Reproduction:
     """Run the reproduction (output goes to this process's stdout/stderr), find the new run by its tag
     and compare it with the original (warnings are added when the data fingerprint or the commit of
     the new run differ from the original's)."""
@@ -74,8 +82,9 @@ def run(client, tracking_uri: str, reproduction: Reproduction, where: str = "the
     found = client.search_runs(
         [original["experiment_id"]],
         filter_string=f"tags.`{REPRODUCES_TAG}` = '{reproduction.original_run_id}' "
-                      f"AND attributes.start_time >= {started_ms}",
-        order_by=["attributes.start_time DESC"], max_results=1,
+        f"AND attributes.start_time >= {started_ms}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     if not found:
         reproduction.warnings.append("the reproduction created no run in the original's experiment")
@@ -86,12 +95,12 @@ def run(client, tracking_uri: str, reproduction: Reproduction, where: str = "the
     return reproduction
 
 
-def compare(original: dict[str, Any], new: dict[str, Any], reproduction: Reproduction,
-            tolerance: float) -> None:
+def compare(original: dict[str, Any], new: dict[str, Any], reproduction: Reproduction, tolerance: float) -> None:
     """Params must be equal; metrics (except wall-clock time) within `tolerance`, relative."""
     keys = set(original["params"]) | set(new["params"])
     reproduction.param_differences = {
-        k: [original["params"].get(k), new["params"].get(k)] for k in sorted(keys)
+        k: [original["params"].get(k), new["params"].get(k)]
+        for k in sorted(keys)
         if original["params"].get(k) != new["params"].get(k)
     }
     reproduction.params_equal = not reproduction.param_differences

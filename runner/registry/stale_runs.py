@@ -33,8 +33,9 @@ class StaleRun:
         return asdict(self)
 
 
-def find_stale_runs(client, older_than: float = DEFAULT_OLDER_THAN, now: float | None = None,
-                    include_live: bool = False) -> list[StaleRun]:
+def find_stale_runs(
+    client, older_than: float = DEFAULT_OLDER_THAN, now: float | None = None, include_live: bool = False
+) -> list[StaleRun]:
     """RUNNING runs of every active experiment whose last heartbeat is stale (see the module docstring);
     with `include_live`, the RUNNING runs with a fresh heartbeat too (`live=True`)."""
     now = time.time() if now is None else now
@@ -43,14 +44,23 @@ def find_stale_runs(client, older_than: float = DEFAULT_OLDER_THAN, now: float |
         return []
     found, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000, page_token=token
+        )
         for run in page:
             beat = _last_beat(run)
             live = not is_stale(run, older_than, now)
             if include_live or not live:
-                found.append(StaleRun(run.info.run_id, run.info.run_name or "", run.info.experiment_id,
-                                      beat, round(now - beat, 1), live=live))
+                found.append(
+                    StaleRun(
+                        run.info.run_id,
+                        run.info.run_name or "",
+                        run.info.experiment_id,
+                        beat,
+                        round(now - beat, 1),
+                        live=live,
+                    )
+                )
         token = page.token
         if not token:
             break
@@ -76,8 +86,9 @@ def _interval(run) -> float:
         return 0.0  # a run from before the tag: `older_than` alone decides
 
 
-def close_stale_runs(client, runs: list[StaleRun], actor: str, older_than: float = DEFAULT_OLDER_THAN
-                     ) -> list[StaleRun]:
+def close_stale_runs(
+    client, runs: list[StaleRun], actor: str, older_than: float = DEFAULT_OLDER_THAN
+) -> list[StaleRun]:
     """Mark each stale run FAILED (ended at its last heartbeat) with a tag that says why and who closed
     it. Live runs are skipped; each run is re-read first: one that ended or beat again since it was found
     is left alone (marked live when it beat again)."""
@@ -92,8 +103,10 @@ def close_stale_runs(client, runs: list[StaleRun], actor: str, older_than: float
             run.live, run.reason = True, "beat again since it was listed: left RUNNING"
             continue
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.last_heartbeat))
-        run.reason = (f"stale: no heartbeat for {run.age_seconds:.0f}s (last at {when}); "
-                      f"closed as FAILED by {actor} with runner-registry stale-runs --close")
+        run.reason = (
+            f"stale: no heartbeat for {run.age_seconds:.0f}s (last at {when}); "
+            f"closed as FAILED by {actor} with runner-registry stale-runs --close"
+        )
         client.set_tag(run.run_id, CLOSED_REASON_TAG, run.reason)
         client.set_terminated(run.run_id, status="FAILED", end_time=int(run.last_heartbeat * 1000))
         run.closed = True

@@ -22,8 +22,21 @@ from runner.tracking.store import (
 from runner.tracking.tracker import ExperimentTracker
 
 __all__ = [
-    "DEFAULT_STORE_DIR", "SERVER_HTTP_DEFAULTS", "ExperimentTracker", "MLflowManager", "Store",
-    "apply_server_http_defaults", "check_reachable", "get_run_or_raise", "is_connection_failure", "login_name",
+    "DEFAULT_STORE_DIR",
+    "SERVER_HTTP_DEFAULTS",
+    "ExperimentTracker",
+    "MLflowManager",
+    "Store",
+    "apply_server_http_defaults",
+    "check_reachable",
+    "get_run_or_raise",
+    "is_connection_failure",
+    "login_name",
     "mlflow_command",
-    "prepare_store", "resolve_store", "run_dict", "safe_folder_name", "single_attempt_requests", "sqlite_path",
+    "prepare_store",
+    "resolve_store",
+    "run_dict",
+    "safe_folder_name",
+    "single_attempt_requests",
+    "sqlite_path",
 ]

@@ -54,8 +54,12 @@ class MLflowManager:
     `tracking_uri=None` means `MLFLOW_TRACKING_URI`, then the embedded store under `outputs/`.
     """
 
-    def __init__(self, tracking_uri: str | None = None, experiment_name: str | None = None,
-                 store_dir: str | os.PathLike = DEFAULT_STORE_DIR):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        store_dir: str | os.PathLike = DEFAULT_STORE_DIR,
+    ):
         self.store = resolve_store(tracking_uri, store_dir)
         prepare_store(self.store)
         if self.store.is_server:
@@ -105,5 +109,3 @@ class MLflowManager:
             if "API request" in str(error) or "Max retries" in str(error):
                 raise TrackingUnavailable(f"tracking store {self.store.display_uri}: {error}") from None
             raise
-
-

@@ -71,7 +71,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///relative.db` or `sqlite:////absolute.db` URI."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0])).resolve()
+    return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0])).resolve()
 
 
 def resolve_store(tracking_uri: str | None = None, store_dir: str | os.PathLike = DEFAULT_STORE_DIR) -> Store:
@@ -111,7 +111,8 @@ def _prepare_sqlite(store: Store, db: Path) -> None:
             if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 connection.execute("PRAGMA journal_mode=WAL")
             migrated = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
         if not migrated:
             from runner import interrupts
 
@@ -159,8 +160,9 @@ def is_connection_failure(error: BaseException) -> bool:
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout
-                      | requests.exceptions.RetryError):
+        if isinstance(
+            seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout | requests.exceptions.RetryError
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     text = str(error)
@@ -209,7 +211,6 @@ def _check_postgres(store: Store, timeout: float) -> None:
     except psycopg.Error as error:
         reason = redact_uri((str(error).strip().splitlines() or [type(error).__name__])[0])
         raise TrackingUnavailable(f"tracking store {store.display_uri} is unreachable: {reason}") from None
-
 
 
 def login_name() -> str:

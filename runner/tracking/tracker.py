@@ -31,7 +31,6 @@ END_RUN_ATTEMPTS = 3  # the terminal status update: tries, each on a fresh clien
 END_RUN_SECONDS = 60.0  # and the time within which a retry may start
 
 
-
 def _release_frames(error: BaseException) -> None:
     """Clear the local variables of the finished frames of `error` and of the exception being handled:
     a session or connection that an interrupt left holding a lock is freed with them."""
@@ -69,8 +68,14 @@ class ExperimentTracker:
     """One MLflow run at a time in one experiment; usable as a context manager (an exception inside
     ends the run FAILED, Ctrl-C ends it KILLED)."""
 
-    def __init__(self, experiment_name: str, tracking_uri: str | None = None, run_name: str | None = None,
-                 store_dir: str | os.PathLike = DEFAULT_STORE_DIR, heartbeat_seconds: float = 30.0):
+    def __init__(
+        self,
+        experiment_name: str,
+        tracking_uri: str | None = None,
+        run_name: str | None = None,
+        store_dir: str | os.PathLike = DEFAULT_STORE_DIR,
+        heartbeat_seconds: float = 30.0,
+    ):
         self.manager = MLflowManager(tracking_uri, experiment_name, store_dir=store_dir)
         self.client = self.manager.client
         self.tracking_uri = self.manager.tracking_uri
@@ -90,8 +95,13 @@ class ExperimentTracker:
         return self._experiment_id
 
     # -- run lifecycle ------------------------------------------------------------------------------
-    def start_run(self, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-                  parent_run_id: str | None = None, activate: bool = True) -> str:
+    def start_run(
+        self,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        activate: bool = True,
+    ) -> str:
         """Create a run (a child of `parent_run_id` when given) and, with `activate`, make it MLflow's
         active run (needed by log_model). A sweep's parent run is not activated: jobs of the basic
         launcher run in the same process and activate their own runs."""
@@ -241,8 +251,7 @@ class ExperimentTracker:
 
     def log_tags(self, tags: Mapping[str, Any]) -> None:
         run_id = self._require_run()
-        self._write(self.client.log_batch, run_id,
-                    tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
+        self._write(self.client.log_batch, run_id, tags=[RunTag(k, str(v)[:TAG_VALUE_LIMIT]) for k, v in tags.items()])
 
     def set_tag(self, key: str, value: Any) -> None:
         self._write(self.client.set_tag, self._require_run(), key, str(value)[:TAG_VALUE_LIMIT])
@@ -253,8 +262,14 @@ class ExperimentTracker:
     def log_artifacts(self, directory: str | os.PathLike, artifact_path: str | None = None) -> None:
         self._write(self.client.log_artifacts, self._require_run(), str(directory), artifact_path)
 
-    def log_model(self, model, artifact_path: str = "model", registered_model_name: str | None = None,
-                  name: str | None = None, **kwargs):
+    def log_model(
+        self,
+        model,
+        artifact_path: str = "model",
+        registered_model_name: str | None = None,
+        name: str | None = None,
+        **kwargs,
+    ):
         """Log a Keras 3 model with MLflow's Keras flavour (the one MLflow recommends for Keras 3; the
         TensorFlow flavour is for tf.keras); `artifact_path` is MLflow 3's `name`.
 
@@ -268,18 +283,26 @@ class ExperimentTracker:
         kwargs.setdefault("pip_requirements", pip_requirements())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self._write(mlflow.keras.log_model,
-                               model, name=name or artifact_path, registered_model_name=registered_model_name,
-                               **kwargs)
+            return self._write(
+                mlflow.keras.log_model,
+                model,
+                name=name or artifact_path,
+                registered_model_name=registered_model_name,
+                **kwargs,
+            )
 
     # -- queries ------------------------------------------------------------------------------------
-    def search_runs(self, filter_string: str | None = None, max_results: int = 100,
-                    order_by: list[str] | None = None) -> list[dict[str, Any]]:
+    def search_runs(
+        self, filter_string: str | None = None, max_results: int = 100, order_by: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Runs of this experiment as dicts (see `run_dict`), e.g.
         `search_runs("metrics.rmse < 3.0", order_by=["metrics.rmse ASC"])`."""
         runs = self.manager._call(
-            self.client.search_runs, [self.experiment_id], filter_string=filter_string or "",
-            max_results=max_results, order_by=order_by,
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=filter_string or "",
+            max_results=max_results,
+            order_by=order_by,
         )
         return [run_dict(r) for r in runs]
 

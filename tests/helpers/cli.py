@@ -30,11 +30,19 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = CLI_TIMEOUT) -> CliResult:
+def run_cli(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+) -> CliResult:
     """`python -m runner ARGS` in `cwd`; returns (returncode, stdout, stderr)."""
-    done = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(env),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -49,17 +57,24 @@ runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
 
 
-def run_cli_recording_imports(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-                              timeout: float = CLI_TIMEOUT) -> tuple[CliResult, set[str]]:
+def run_cli_recording_imports(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+) -> tuple[CliResult, set[str]]:
     """The CLI as `run_cli` runs it, and the top-level modules it imported (e.g. {"hydra", ...})."""
     import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         record = Path(folder) / "modules.json"
-        done = subprocess.run([sys.executable, "-c", RECORD_IMPORTS, str(record), *args], cwd=cwd,
-                              env=cli_env(env), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-c", RECORD_IMPORTS, str(record), *args],
+            cwd=cwd,
+            env=cli_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         modules = set(json.loads(record.read_text())) if record.exists() else set()
     return CliResult(done.returncode, done.stdout, done.stderr), modules
 
@@ -87,7 +102,10 @@ def broken_model(folder: Path) -> tuple[Path, dict[str, str]]:
     in the job itself: here a user's model code that raises when the network is built."""
     (folder / "model").mkdir(parents=True, exist_ok=True)
     (folder / "model" / f"{BROKEN_MODEL}.yaml").write_text(
-        f"_target_: broken_builder.build\nname: {BROKEN_MODEL}\nunits: 16\ndropout: 0.0\n")
+        f"_target_: broken_builder.build\nname: {BROKEN_MODEL}\nunits: 16\ndropout: 0.0\n"
+    )
     (folder / "broken_builder.py").write_text(BROKEN_BUILDER)
-    return folder, {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])),
-                    "RUNNER_TRUSTED_MODULES": "broken_builder"}
+    return folder, {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])),
+        "RUNNER_TRUSTED_MODULES": "broken_builder",
+    }

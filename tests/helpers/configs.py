@@ -15,8 +15,7 @@ from helpers.store import sqlite_uri
 
 # The smallest settings that still train: every training test starts from these.
 TINY_MLP = ["model=mlp", "model.hidden=[16]", "epochs=1", "data.train_stride=16"]
-TINY_LSTM = ["model=lstm", "model.units=8", "model.dense_units=8", "data.window=48", "epochs=1",
-             "data.train_stride=16"]
+TINY_LSTM = ["model=lstm", "model.units=8", "model.dense_units=8", "data.window=48", "epochs=1", "data.train_stride=16"]
 # The session's end-to-end run: two epochs so that per-epoch histories have more than one point.
 E2E_OVERRIDES = ["model=mlp", "lr=0.01", "epochs=2", "data.train_stride=16", "model.hidden=[16]"]
 

@@ -25,7 +25,7 @@ def _members(field: int, value: int) -> list[tuple[int, str]]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[field]) == value and fields[0] != "Z":
             members.append((int(entry), cmdline))
     return members

@@ -87,17 +87,24 @@ class ServerProcess:
         assert self.process is not None, "not started"
         return self.process.pid
 
-    def start(self, ready: Callable[[], bool], timeout: float = SERVER_START_TIMEOUT,
-              poll_seconds: float = 0.3) -> ServerProcess:
+    def start(
+        self, ready: Callable[[], bool], timeout: float = SERVER_START_TIMEOUT, poll_seconds: float = 0.3
+    ) -> ServerProcess:
         """Start the process and return once `ready()` is true; raises ServerDidNotStart (the process
         stopped) when it exits first or `timeout` s pass."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
             log.write(f"--- {self.name}\n")
             log.flush()
-            self.process = subprocess.Popen(list(map(str, self.command)), cwd=self.cwd, env=self.env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                list(map(str, self.command)),
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.stopped_cleanly = None
         deadline = time.monotonic() + timeout
         while not ready():
@@ -125,9 +132,16 @@ class ServerProcess:
 
 
 @contextmanager
-def serving(command: Sequence[str], log_path: Path, ready: Callable[[], bool], *, cwd: Path | None = None,
-            env: dict[str, str] | None = None, timeout: float = SERVER_START_TIMEOUT,
-            term_seconds: float = 15) -> Iterator[ServerProcess]:
+def serving(
+    command: Sequence[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = SERVER_START_TIMEOUT,
+    term_seconds: float = 15,
+) -> Iterator[ServerProcess]:
     """A ServerProcess started and answering (`ready()`) for the block, its process group stopped after it."""
     server = ServerProcess(command, log_path, cwd, env)
     try:
@@ -203,8 +217,20 @@ class TrackingServer:
 
     def start(self) -> TrackingServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), "--database", self.database,
-                   "--artifacts", str(self.artifacts), "--postgres", POSTGRES_URL, "--workers", "1"]
+        command = [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--port",
+            str(self.port),
+            "--database",
+            self.database,
+            "--artifacts",
+            str(self.artifacts),
+            "--postgres",
+            POSTGRES_URL,
+            "--workers",
+            "1",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
         if self.auth:
             command += ["--auth", "--auth-config", str(self.workdir / "basic_auth.ini")]
@@ -273,9 +299,12 @@ def add_user(server: TrackingServer, password: str) -> AuthServer:
     hand out accounts."""
     import requests
 
-    response = requests.post(f"{server.uri}/api/2.0/mlflow/users/create", timeout=30,
-                             json={"username": AUTH_USER, "password": password},
-                             auth=("admin", server.admin_password))
+    response = requests.post(
+        f"{server.uri}/api/2.0/mlflow/users/create",
+        timeout=30,
+        json={"username": AUTH_USER, "password": password},
+        auth=("admin", server.admin_password),
+    )
     assert response.status_code == 200, response.text
     return AuthServer(server, AUTH_USER, password)
 
@@ -283,9 +312,17 @@ def add_user(server: TrackingServer, password: str) -> AuthServer:
 # -- one real sweep on the shared server, inspected by the server and UI tests ----------------------
 SWEEP_EXPERIMENT = "server-sweep"
 SWEEP_LRS = ("0.001", "0.003", "0.01", "0.03")
-SWEEP_OVERRIDES = ["--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp",
-                   "model.hidden=[8]", "epochs=2", "data.train_stride=16", f"lr={','.join(SWEEP_LRS)}",
-                   f"experiment_name={SWEEP_EXPERIMENT}"]
+SWEEP_OVERRIDES = [
+    "--multirun",
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+    "model=mlp",
+    "model.hidden=[8]",
+    "epochs=2",
+    "data.train_stride=16",
+    f"lr={','.join(SWEEP_LRS)}",
+    f"experiment_name={SWEEP_EXPERIMENT}",
+]
 
 
 @dataclass

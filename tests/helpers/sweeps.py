@@ -48,8 +48,9 @@ def write_policy(config_dir: Path, name: str, values: dict[str, Any] | None = No
     given); returns config_dir, ready for `--config-dir`."""
     folder = config_dir / "registry"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(values if values is not None else policy_dict(**changes),
-                                                        sort_keys=False))
+    (folder / f"{name}.yaml").write_text(
+        yaml.safe_dump(values if values is not None else policy_dict(**changes), sort_keys=False)
+    )
     return config_dir
 
 
@@ -195,12 +196,21 @@ class SyntheticStore:
         else:
             self.experiment_name = EXPERIMENT
             self.experiment_id = self.client.create_experiment(
-                EXPERIMENT, artifact_location=(folder / "mlartifacts").as_uri())
+                EXPERIMENT, artifact_location=(folder / "mlartifacts").as_uri()
+            )
 
-    def make_sweep(self, values: Sequence[float | None], *, fingerprint: str = FINGERPRINT,
-                   extra_metrics: dict[str, float] | None = None, status: str = "FINISHED",
-                   with_tracker: bool = False, log_model: bool = True, failed: dict[int, str] | None = None,
-                   user: str | None = None) -> SyntheticSweep:
+    def make_sweep(
+        self,
+        values: Sequence[float | None],
+        *,
+        fingerprint: str = FINGERPRINT,
+        extra_metrics: dict[str, float] | None = None,
+        status: str = "FINISHED",
+        with_tracker: bool = False,
+        log_model: bool = True,
+        failed: dict[int, str] | None = None,
+        user: str | None = None,
+    ) -> SyntheticSweep:
         """A sweep whose child i scores val_mape values[i] (None: not logged). `with_tracker`: open the
         parent run with an ExperimentTracker, as the sweep hook does (finish_sweep ends it). `log_model`
         False: the children log no forecaster, as with tracking.log_model=false. `failed`: job number ->
@@ -215,16 +225,24 @@ class SyntheticStore:
             tracker = ExperimentTracker(self.experiment_name, self.tracking_uri)
             parent_run_id = tracker.start_run("sweep synthetic", tags=parent_tags, activate=False)
         else:
-            parent_run_id = self.client.create_run(self.experiment_id, run_name="sweep synthetic",
-                                                   tags=parent_tags).info.run_id
+            parent_run_id = self.client.create_run(
+                self.experiment_id, run_name="sweep synthetic", tags=parent_tags
+            ).info.run_id
         children = []
         for job_num, value in enumerate(values):
             run = self.client.create_run(
-                self.experiment_id, run_name=f"synthetic #{job_num}",
-                tags={"runner.sweep_id": sweep_id, "runner.job_num": str(job_num),
-                      "mlflow.parentRunId": parent_run_id, "runner.data_fingerprint": fingerprint,
-                      "runner.protocol": PROTOCOL, "runner.model": "naive",
-                      **({"mlflow.user": user} if user else {})})
+                self.experiment_id,
+                run_name=f"synthetic #{job_num}",
+                tags={
+                    "runner.sweep_id": sweep_id,
+                    "runner.job_num": str(job_num),
+                    "mlflow.parentRunId": parent_run_id,
+                    "runner.data_fingerprint": fingerprint,
+                    "runner.protocol": PROTOCOL,
+                    "runner.model": "naive",
+                    **({"mlflow.user": user} if user else {}),
+                },
+            )
             run_id = run.info.run_id
             metrics = {"best_epoch": 1.0, **(extra_metrics or {})}
             if value is not None:
@@ -247,8 +265,9 @@ class SyntheticStore:
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "traceback.txt"
-            path.write_text("Traceback (most recent call last):\n  File \"runner/job.py\", line 1, in run_job\n"
-                            f"{last_line}\n")
+            path.write_text(
+                f'Traceback (most recent call last):\n  File "runner/job.py", line 1, in run_job\n{last_line}\n'
+            )
             self.client.log_artifact(run_id, str(path))
 
     def candidates(self, sweep_id: str, policy) -> list:
@@ -260,8 +279,9 @@ class SyntheticStore:
         """The post-sweep decision on a synthetic sweep: (Decision, ranking); `kwargs` go to apply_policy."""
         from runner.registry import promotion
 
-        return promotion.apply_policy(policy, policy_name, self.store, self.candidates(sweep.sweep_id, policy),
-                                      sweep_id=sweep.sweep_id, **kwargs)
+        return promotion.apply_policy(
+            policy, policy_name, self.store, self.candidates(sweep.sweep_id, policy), sweep_id=sweep.sweep_id, **kwargs
+        )
 
     def registry(self):
         from runner.registry.core import ModelRegistry
