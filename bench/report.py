@@ -23,6 +23,7 @@ SECTIONS = (
     "post-sweep hook",
     "sweep throughput",
     "peak memory",
+    "resume",
 )
 
 
