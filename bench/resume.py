@@ -280,6 +280,6 @@ def measure(rounds: int, workdir: Path, grid: list[str] = FULL_GRID, reruns: int
             "interrupted + resumed / full sweep",
             total_ratio,
             "x",
-            "what the interruption cost in all; 1.0 would be no loss",
+            "the stop and the resume together: about 1 + the cut-off job's share (noise aside)",
         ),
     ]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli_env
 
-SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "sweep throughput", "peak memory")
+SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "sweep throughput", "peak memory",
+            "resume")
 
 
 @pytest.mark.slow
@@ -43,6 +44,7 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
     labels = {r["label"] for r in rows}
     for expected in ("python -m runner --help", "python -m runner --cfg job", "import tensorflow",
                      "ratio tracked / untracked (paired rounds)", "total fixed cost of a run (fresh store)",
-                     "hook on 10 runs: time", "speed-up joblib / basic (paired rounds)"):
+                     "hook on 10 runs: time", "speed-up joblib / basic (paired rounds)", "re-run / first run",
+                     "resumed / full sweep (first run above)"):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
