@@ -172,7 +172,7 @@ def interrupted_run(grid: list[str], folder: Path, stop_after: int) -> tuple[flo
             if process.poll() is not None:
                 out.seek(0)
                 raise MeasurementFailed(
-                    f"the sweep exited {process.returncode} before {stop_after} jobs finished:\n"
+                    f"the sweep exited {process.returncode} before it could be interrupted after {stop_after} jobs:\n"
                     + "\n".join(out.read().strip().splitlines()[-15:])
                 )
             signalled = time.perf_counter() - started
