@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import fixed_costs, promotion_hook, startup, sweep_throughput, tracking_overhead
+from bench import fixed_costs, promotion_hook, resume, startup, sweep_throughput, tracking_overhead
 from bench.report import SECTIONS, Row, format_table, machine, write_json
 
 
@@ -38,37 +38,82 @@ class Plan:
     hook_reps: int
     sweep_rounds: int
     sweep_grid: tuple[str, ...]
+    resume_rounds: int
+    resume_reruns: int
+    resume_grid: tuple[str, ...]
 
 
-FULL = Plan(startup_reps=7, tracking_epochs=10, tracking_stride=1, tracking_rounds=3, fixed_reps=3,
-            fixed_existing_reps=2, hook_sizes=(10, 100, 200, 1000), hook_reps=3, sweep_rounds=2,
-            sweep_grid=tuple(sweep_throughput.GRID))
-QUICK = Plan(startup_reps=2, tracking_epochs=2, tracking_stride=8, tracking_rounds=2, fixed_reps=1,
-             fixed_existing_reps=1, hook_sizes=(10, 200), hook_reps=2, sweep_rounds=1,
-             sweep_grid=tuple(sweep_throughput.QUICK_GRID))
+FULL = Plan(
+    startup_reps=7,
+    tracking_epochs=10,
+    tracking_stride=1,
+    tracking_rounds=3,
+    fixed_reps=3,
+    fixed_existing_reps=2,
+    hook_sizes=(10, 100, 200, 1000),
+    hook_reps=3,
+    sweep_rounds=2,
+    sweep_grid=tuple(sweep_throughput.GRID),
+    resume_rounds=1,
+    resume_reruns=3,
+    resume_grid=tuple(resume.FULL_GRID),
+)
+QUICK = Plan(
+    startup_reps=2,
+    tracking_epochs=2,
+    tracking_stride=8,
+    tracking_rounds=2,
+    fixed_reps=1,
+    fixed_existing_reps=1,
+    hook_sizes=(10, 200),
+    hook_reps=2,
+    sweep_rounds=1,
+    sweep_grid=tuple(sweep_throughput.QUICK_GRID),
+    resume_rounds=1,
+    resume_reruns=1,
+    resume_grid=tuple(resume.QUICK_GRID),
+)
 FIXED_COST_RUN = ["epochs=1", "data.train_stride=16"]  # the default LSTM; its short training is excluded
 
 
 def steps(plan: Plan, workdir: Path) -> dict[str, tuple[str, Callable[[], list[Row]]]]:
     return {
         "startup": (startup.SECTION, lambda: startup.measure(plan.startup_reps, workdir)),
-        "tracking": (tracking_overhead.SECTION, lambda: tracking_overhead.measure(
-            plan.tracking_epochs, plan.tracking_stride, plan.tracking_rounds, workdir)),
-        "fixed": (fixed_costs.SECTION, lambda: fixed_costs.measure(plan.fixed_reps, workdir, FIXED_COST_RUN,
-                                                                   plan.fixed_existing_reps)),
-        "hook": (promotion_hook.SECTION, lambda: promotion_hook.measure(list(plan.hook_sizes), plan.hook_reps,
-                                                                         workdir)),
-        "sweep": (sweep_throughput.SECTION, lambda: sweep_throughput.measure(plan.sweep_rounds, workdir,
-                                                                             list(plan.sweep_grid))),
+        "tracking": (
+            tracking_overhead.SECTION,
+            lambda: tracking_overhead.measure(
+                plan.tracking_epochs, plan.tracking_stride, plan.tracking_rounds, workdir
+            ),
+        ),
+        "fixed": (
+            fixed_costs.SECTION,
+            lambda: fixed_costs.measure(plan.fixed_reps, workdir, FIXED_COST_RUN, plan.fixed_existing_reps),
+        ),
+        "hook": (
+            promotion_hook.SECTION,
+            lambda: promotion_hook.measure(list(plan.hook_sizes), plan.hook_reps, workdir),
+        ),
+        "sweep": (
+            sweep_throughput.SECTION,
+            lambda: sweep_throughput.measure(plan.sweep_rounds, workdir, list(plan.sweep_grid)),
+        ),
+        "resume": (
+            resume.SECTION,
+            lambda: resume.measure(plan.resume_rounds, workdir, list(plan.resume_grid), plan.resume_reruns),
+        ),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller workloads (CI)")
-    parser.add_argument("--only", default="", help="comma-separated: startup,tracking,fixed,hook,sweep")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON results (default outputs/bench/latest.json, latest-quick.json with --quick)")
+    parser.add_argument("--only", default="", help="comma-separated: startup,tracking,fixed,hook,sweep,resume")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default outputs/bench/latest.json, latest-quick.json with --quick)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     out = args.out or Path("outputs/bench") / ("latest-quick.json" if args.quick else "latest.json")
@@ -81,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     context = machine()
-    print(f"bench ({'quick' if args.quick else 'full'}) on {context['cores']} cores, {context['cpu']}; "
-          f"load average {context['load_average_at_start'][0]:.1f}", file=sys.stderr)
+    print(
+        f"bench ({'quick' if args.quick else 'full'}) on {context['cores']} cores, {context['cpu']}; "
+        f"load average {context['load_average_at_start'][0]:.1f}",
+        file=sys.stderr,
+    )
     rows: list[Row] = []
     failed = False
     try:
@@ -104,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: SECTIONS.index(r.section))
     mode = "quick" if args.quick else "full"
     print()
-    print(f"Benchmark ({mode}), {time.strftime('%Y-%m-%d %H:%M')}, {context['cores']} cores, "
-          f"load average at start {context['load_average_at_start'][0]:.1f}; medians of `reps` repetitions")
+    print(
+        f"Benchmark ({mode}), {time.strftime('%Y-%m-%d %H:%M')}, {context['cores']} cores, "
+        f"load average at start {context['load_average_at_start'][0]:.1f}; medians of `reps` repetitions"
+    )
     print(format_table(rows))
     if args.quick:
         print("quick mode: fewer repetitions and smaller workloads; goals are judged on the full run")

@@ -157,8 +157,11 @@ def instrument(timer: PhaseTimer) -> None:
     # where model logging spends its time
     timer.detail(keras.Model, "save", "model: save the network (.keras)")
     timer.detail(mlflow.pyfunc, "log_model", "model: forecaster, mlflow.pyfunc.log_model")
-    timer.detail(mlflow.models.utils, "_validate_serving_input",
-                 "model: (in it) MLflow re-loads the forecaster to check the input example")
+    timer.detail(
+        mlflow.models.utils,
+        "_validate_serving_input",
+        "model: (in it) MLflow re-loads the forecaster to check the input example",
+    )
     timer.detail(ExperimentTracker, "log_model", "model: network, mlflow.keras.log_model")
 
 
@@ -167,8 +170,10 @@ def create_store(uri: str, experiment_name: str) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from runner.tracking import MLflowManager; "
-            "MLflowManager(sys.argv[1]).setup_experiment(sys.argv[2])")
+    code = (
+        "import sys; from runner.tracking import MLflowManager; "
+        "MLflowManager(sys.argv[1]).setup_experiment(sys.argv[2])"
+    )
     subprocess.run([sys.executable, "-c", code, uri, experiment_name], check=True, capture_output=True)
 
 
@@ -199,8 +204,14 @@ def worker(overrides: list[str], existing_store: bool = False) -> dict[str, Any]
     import resource
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"imports": import_seconds, "total": total, "phases": phases, "calls": dict(timer.calls),
-            "details": dict(timer.details), "peak_rss_mb": peak_mb}
+    return {
+        "imports": import_seconds,
+        "total": total,
+        "phases": phases,
+        "calls": dict(timer.calls),
+        "details": dict(timer.details),
+        "peak_rss_mb": peak_mb,
+    }
 
 
 def measure(reps: int, workdir: Path, overrides: list[str], existing_store_reps: int = 1) -> list[Row]:
@@ -210,29 +221,65 @@ def measure(reps: int, workdir: Path, overrides: list[str], existing_store_reps:
             results.append(run_worker("bench.fixed_costs", list(overrides), workdir))
         if rep < existing_store_reps:
             existing.append(run_worker("bench.fixed_costs", ["--existing-store", *overrides], workdir))
-    rows = [row(SECTION, "imports before the run (not counted)", [r["imports"] for r in results], "s",
-                "tensorflow, keras, mlflow, matplotlib, hydra, runner")]
+    rows = [
+        row(
+            SECTION,
+            "imports before the run (not counted)",
+            [r["imports"] for r in results],
+            "s",
+            "tensorflow, keras, mlflow, matplotlib, hydra, runner",
+        )
+    ]
     for phase, label in PHASES.items():
         samples = [r["phases"].get(phase, 0.0) for r in results]
         calls = median([r["calls"].get(phase, 0) for r in results])
         rows.append(row(SECTION, label, samples, "s", f"{calls:.0f} calls" if calls and calls > 1 else ""))
         if phase == "model":
             for detail in results[0]["details"]:
-                rows.append(row(SECTION, f"  of which {detail.removeprefix('model: ')}",
-                                [r["details"].get(detail, 0.0) for r in results], "s"))
+                rows.append(
+                    row(
+                        SECTION,
+                        f"  of which {detail.removeprefix('model: ')}",
+                        [r["details"].get(detail, 0.0) for r in results],
+                        "s",
+                    )
+                )
     fixed = [r["total"] - r["phases"].get(TRAINING, 0.0) for r in results]
-    rows.append(row(SECTION, "total fixed cost of a run (fresh store)", fixed, "s", f"goal <= {GOAL_SECONDS:.0f} s",
-                    median(fixed) <= GOAL_SECONDS))
+    rows.append(
+        row(
+            SECTION,
+            "total fixed cost of a run (fresh store)",
+            fixed,
+            "s",
+            f"goal <= {GOAL_SECONDS:.0f} s",
+            median(fixed) <= GOAL_SECONDS,
+        )
+    )
     if existing:
         opening = [r["phases"].get("store", 0.0) for r in existing]
         rows.append(row(SECTION, "store opening (existing store)", opening, "s", "a later run in the same store"))
         later = [r["total"] - r["phases"].get(TRAINING, 0.0) for r in existing]
-        rows.append(row(SECTION, "total fixed cost of a run (existing store)", later, "s",
-                        f"goal <= {GOAL_SECONDS:.0f} s", median(later) <= GOAL_SECONDS))
+        rows.append(
+            row(
+                SECTION,
+                "total fixed cost of a run (existing store)",
+                later,
+                "s",
+                f"goal <= {GOAL_SECONDS:.0f} s",
+                median(later) <= GOAL_SECONDS,
+            )
+        )
     training = [r["phases"].get(TRAINING, 0.0) for r in results]
     rows.append(row(SECTION, "network build + 1 short epoch (excluded)", training, "s", " ".join(overrides)))
-    rows.append(row(MEMORY, "one run, default LSTM (its own process)", [r["peak_rss_mb"] for r in results], "MB",
-                    "ru_maxrss of the fixed-costs process: imports, 1 short epoch, evaluation, model logging"))
+    rows.append(
+        row(
+            MEMORY,
+            "one run, default LSTM (its own process)",
+            [r["peak_rss_mb"] for r in results],
+            "MB",
+            "ru_maxrss of the fixed-costs process: imports, 1 short epoch, evaluation, model logging",
+        )
+    )
     return rows
 
 

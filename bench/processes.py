@@ -30,9 +30,11 @@ class MeasurementFailed(RuntimeError):
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of measured commands: no MLflow settings or sweep ids of the caller leak in."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", SWEEP_ID_ENV,
-                                                        PARALLEL_JOBS_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MLFLOW_") and k not in ("RUNNER_PARENT_RUN_ID", SWEEP_ID_ENV, PARALLEL_JOBS_ENV)
+    }
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["PYTHONUNBUFFERED"] = "1"
     repo = str(Path(__file__).resolve().parents[1])  # `python -m bench.<worker>` from any folder
@@ -55,8 +57,14 @@ class Timed:
     root_pid: int = 0
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, expect: tuple[int, ...] = (0,),
-          monitor_memory: bool = False, timeout: float = WORKER_TIMEOUT) -> Timed:
+def timed(
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    expect: tuple[int, ...] = (0,),
+    monitor_memory: bool = False,
+    timeout: float = WORKER_TIMEOUT,
+) -> Timed:
     """Wall time of one command from start to exit (stdout and stderr captured to a file)."""
     with tempfile.TemporaryFile(mode="w+") as out:
         started = time.perf_counter()

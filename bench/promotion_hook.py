@@ -109,8 +109,9 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     experiment_id = manager.setup_experiment()
     client = manager.client
     sweep_id = str(uuid.uuid4())
-    parent = client.create_run(experiment_id, run_name="sweep bench",
-                               tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent"}).info.run_id
+    parent = client.create_run(
+        experiment_id, run_name="sweep bench", tags={SWEEP_ID_TAG: sweep_id, SWEEP_ROLE_TAG: "parent"}
+    ).info.run_id
     rng = random.Random(seed)
     values = [rng.uniform(1.2, 6.0) for _ in range(n_runs)]
     best = values.index(min(values))
@@ -118,8 +119,14 @@ def make_sweep(uri: str, n_runs: int, seed: int = 0) -> tuple[str, str, str]:
     forecaster_uri = None
     # the best job first: its logged model exists before the others are tagged with its URI
     for job in [best, *(j for j in range(n_runs) if j != best)]:
-        tags = {"mlflow.parentRunId": parent, SWEEP_ID_TAG: sweep_id, JOB_NUM_TAG: str(job), MODEL_TAG: "mlp",
-                DATA_FINGERPRINT_TAG: "bench", PROTOCOL_TAG: "v1:bench"}
+        tags = {
+            "mlflow.parentRunId": parent,
+            SWEEP_ID_TAG: sweep_id,
+            JOB_NUM_TAG: str(job),
+            MODEL_TAG: "mlp",
+            DATA_FINGERPRINT_TAG: "bench",
+            PROTOCOL_TAG: "v1:bench",
+        }
         if forecaster_uri:
             tags[FORECASTER_URI_TAG] = forecaster_uri
         run_id = client.create_run(experiment_id, run_name=f"mlp job={job}", tags=tags).info.run_id
@@ -167,8 +174,15 @@ def run_hook(db: Path, experiment_id: str, sweep_id: str, parent: str, policy, c
     # here the parent already exists in the copied store, so the tracker adopts it.
     tracker = ExperimentTracker(EXPERIMENT, store.tracking_uri)
     tracker.run_id = parent
-    state = sweep.SweepState(sweep_id=sweep_id, parent_run_id=parent, experiment_id=experiment_id,
-                                   store=store, tracker=tracker, policy=policy, policy_name="default")
+    state = sweep.SweepState(
+        sweep_id=sweep_id,
+        parent_run_id=parent,
+        experiment_id=experiment_id,
+        store=store,
+        tracker=tracker,
+        policy=policy,
+        policy_name="default",
+    )
     if counter:
         counter.start()
     started = time.perf_counter()
@@ -208,8 +222,14 @@ def worker(sizes: list[int], reps: int) -> dict[str, Any]:
             statements.append(counter.sql_statements)
             codes.append(code)
             methods[rep] = counter.by_method
-        results[str(n)] = {"seconds": seconds, "store_calls": calls, "sql_statements": statements,
-                           "exit_codes": codes, "generate_seconds": generate_seconds, "methods": methods}
+        results[str(n)] = {
+            "seconds": seconds,
+            "store_calls": calls,
+            "sql_statements": statements,
+            "exit_codes": codes,
+            "generate_seconds": generate_seconds,
+            "methods": methods,
+        }
     return results
 
 
@@ -231,8 +251,18 @@ def measure(sizes: list[int], reps: int, workdir: Path) -> list[Row]:
     calls = [calls_by_size[n] for n in sizes]
     detail = ", ".join(f"{n} runs: {c:.0f}" for n, c in calls_by_size.items())
     # one sample per sweep size (each the median of its repetitions)
-    rows.append(Row(SECTION, "hook: store requests, largest sweep", calls[-1], "calls", len(calls),
-                    f"{detail}; goal: not growing with N", calls[-1] <= calls[0], calls))
+    rows.append(
+        Row(
+            SECTION,
+            "hook: store requests, largest sweep",
+            calls[-1],
+            "calls",
+            len(calls),
+            f"{detail}; goal: not growing with N",
+            calls[-1] <= calls[0],
+            calls,
+        )
+    )
     return rows
 
 

@@ -23,6 +23,7 @@ SECTIONS = (
     "post-sweep hook",
     "sweep throughput",
     "peak memory",
+    "resume",
 )
 
 
@@ -58,8 +59,7 @@ def median(samples: list[float]) -> float | None:
     return statistics.median(samples) if samples else None
 
 
-def row(section: str, label: str, samples: list[float], unit: str, note: str = "",
-        goal_met: bool | None = None) -> Row:
+def row(section: str, label: str, samples: list[float], unit: str, note: str = "", goal_met: bool | None = None) -> Row:
     return Row(section, label, median(samples), unit, len(samples), note, goal_met, [round(s, 6) for s in samples])
 
 
@@ -90,8 +90,14 @@ def machine() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "system": platform.platform(), "load_average_at_start": list(os.getloadavg()), "versions": versions}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()),
+        "versions": versions,
+    }
 
 
 def write_json(path: Path, rows: list[Row], mode: str, started: float, context: dict[str, Any]) -> None:

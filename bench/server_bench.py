@@ -37,8 +37,15 @@ SECTION = "tracking server"
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "mlflow-server"
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-TINY_SWEEP = ["--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp", "model.hidden=[8]",
-              "epochs=2", "data.train_stride=16"]
+TINY_SWEEP = [
+    "--multirun",
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+    "model=mlp",
+    "model.hidden=[8]",
+    "epochs=2",
+    "data.train_stride=16",
+]
 LEARNING_RATES = ("0.001", "0.002", "0.005", "0.01", "0.02", "0.05")
 
 
@@ -69,10 +76,27 @@ def throwaway_server(workdir: Path, timeout: float = 180) -> Iterator[str]:
     database = f"bench_{uuid.uuid4().hex[:10]}"
     port = _free_port()
     log = (workdir / "server.log").open("w")
-    process = subprocess.Popen([PYTHON, str(SERVER_SCRIPT), "--port", str(port), "--database", database,
-                                "--postgres", POSTGRES, "--artifacts", str(workdir / "server-artifacts"),
-                                "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True)
+    process = subprocess.Popen(
+        [
+            PYTHON,
+            str(SERVER_SCRIPT),
+            "--port",
+            str(port),
+            "--database",
+            database,
+            "--postgres",
+            POSTGRES,
+            "--artifacts",
+            str(workdir / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=child_env(),
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -155,15 +179,31 @@ def measure(rounds: int, epochs: int, jobs: int, workdir: Path, server_uri: str 
         rate_ratios.append(round_rate["server"] / round_rate["embedded"])
     ms = {name: [s * 1000 for s in samples] for name, samples in latency.items()}
     return [
-        row(SECTION, "per-epoch log_metrics, embedded SQLite", ms["embedded"], "ms",
-            f"{epochs} calls x {rounds} rounds"),
-        row(SECTION, "per-epoch log_metrics, tracking server", ms["server"], "ms",
-            "PostgreSQL backend, 1 uvicorn worker, HTTP on loopback"),
+        row(
+            SECTION, "per-epoch log_metrics, embedded SQLite", ms["embedded"], "ms", f"{epochs} calls x {rounds} rounds"
+        ),
+        row(
+            SECTION,
+            "per-epoch log_metrics, tracking server",
+            ms["server"],
+            "ms",
+            "PostgreSQL backend, 1 uvicorn worker, HTTP on loopback",
+        ),
         row(SECTION, "logging latency server / embedded", latency_ratios, "x", "median of per-round ratios"),
-        row(SECTION, f"runs per minute, embedded ({jobs}-job joblib sweep)", minutes["embedded"], "runs/min",
-            "2 workers, tiny mlp, hook included"),
-        row(SECTION, f"runs per minute, server ({jobs}-job joblib sweep)", minutes["server"], "runs/min",
-            "same sweep against the server"),
+        row(
+            SECTION,
+            f"runs per minute, embedded ({jobs}-job joblib sweep)",
+            minutes["embedded"],
+            "runs/min",
+            "2 workers, tiny mlp, hook included",
+        ),
+        row(
+            SECTION,
+            f"runs per minute, server ({jobs}-job joblib sweep)",
+            minutes["server"],
+            "runs/min",
+            "same sweep against the server",
+        ),
         row(SECTION, "runs per minute server / embedded", rate_ratios, "x", "median of per-round ratios"),
     ]
 

@@ -51,20 +51,27 @@ def time_split(db: Path) -> dict[str, float]:
     with sqlite3.connect(db) as connection:
         parent_start = connection.execute(
             "SELECT r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            "WHERE t.key = ? AND t.value = 'parent'", (SWEEP_ROLE_TAG,)).fetchone()[0]
+            "WHERE t.key = ? AND t.value = 'parent'",
+            (SWEEP_ROLE_TAG,),
+        ).fetchone()[0]
         jobs = connection.execute(
             "SELECT r.start_time, r.end_time, m.value FROM runs r JOIN latest_metrics m ON m.run_uuid = r.run_uuid "
-            "WHERE m.key = 'train_seconds'").fetchall()
+            "WHERE m.key = 'train_seconds'"
+        ).fetchall()
     train = sum(value for _, _, value in jobs)
     job_wall = sum((end - start) / 1000 for start, end, _ in jobs)
-    return {"train": train, "other": (job_wall - train) / len(jobs),
-            "before_first_job": (min(start for start, _, _ in jobs) - parent_start) / 1000}
+    return {
+        "train": train,
+        "other": (job_wall - train) / len(jobs),
+        "before_first_job": (min(start for start, _, _ in jobs) - parent_start) / 1000,
+    }
 
 
 def run_sweep(launcher: str, grid: list[str], workdir: Path) -> tuple[Timed, dict[str, float]]:
     folder = Path(tempfile.mkdtemp(prefix=f"sweep-{launcher}-", dir=workdir))
-    result = timed([PYTHON, "-m", "runner", "--multirun", *grid, *LAUNCHERS[launcher]], folder, child_env(),
-                   monitor_memory=True)
+    result = timed(
+        [PYTHON, "-m", "runner", "--multirun", *grid, *LAUNCHERS[launcher]], folder, child_env(), monitor_memory=True
+    )
     db = folder / "outputs" / "mlflow.db"
     runs = finished_runs(db)
     if runs != job_count(grid) + 1:  # every job and the parent
@@ -107,36 +114,86 @@ def measure(rounds: int, workdir: Path, grid: list[str] = GRID) -> list[Row]:
     names = list(LAUNCHERS)
     for r in range(rounds):
         cores.append(available_cores(workdir))
-        for launcher in (names if r % 2 == 0 else names[::-1]):
+        for launcher in names if r % 2 == 0 else names[::-1]:
             result, split = run_sweep(launcher, grid, workdir)
             seconds[launcher].append(result.seconds)
             splits[launcher].append(split)
             memory[f"{launcher} main"].append(result.peak_rss_mb.get(result.root_pid, 0.0))
             if launcher == "joblib":
-                memory["joblib worker"] += [mb for pid, mb in result.peak_rss_mb.items()
-                                            if _is_worker(result.commands.get(pid, ""))]
+                memory["joblib worker"] += [
+                    mb for pid, mb in result.peak_rss_mb.items() if _is_worker(result.commands.get(pid, ""))
+                ]
 
     ratios = [b / j for b, j in zip(seconds["basic"], seconds["joblib"], strict=True)]
     rows = [
         row(SECTION, f"basic launcher, {jobs} jobs", seconds["basic"], "s", " ".join(grid)),
-        row(SECTION, f"joblib launcher, n_jobs=2, {jobs} jobs", seconds["joblib"], "s",
-            "TF threads per worker = cores / 2 (RUNNER_PARALLEL_JOBS)"),
-        row(SECTION, "speed-up joblib / basic (paired rounds)", ratios, "x", f"goal >= {GOAL_RATIO}",
-            median(ratios) >= GOAL_RATIO),
-        row(SECTION, "cores free for the bench (2 busy loops vs 1)", cores, "cores",
-            "measured before each round; a 2-worker speed-up cannot exceed it"),
-        *[row(SECTION, f"{name}: training, summed over the {jobs} jobs", [s["train"] for s in splits[name]], "s",
-              "train_seconds of every job") for name in LAUNCHERS],
-        *[row(SECTION, f"{name}: per job, besides training", [s["other"] for s in splits[name]], "s",
-              "start, data, scoring, plots, model logging") for name in LAUNCHERS],
-        *[row(SECTION, f"{name}: before the first job's run", [s["before_first_job"] for s in splits[name]], "s",
-              "after the parent run: sweeper, launcher" + (", workers importing TF" if name == "joblib" else ""))
-          for name in LAUNCHERS],
-        row(MEMORY, "basic launcher: the process running the jobs", memory["basic main"], "MB",
-            f"peak RSS (VmHWM), {jobs} jobs in one process"),
-        row(MEMORY, "joblib: each worker process", memory["joblib worker"], "MB",
+        row(
+            SECTION,
+            f"joblib launcher, n_jobs=2, {jobs} jobs",
+            seconds["joblib"],
+            "s",
+            "TF threads per worker = cores / 2 (RUNNER_PARALLEL_JOBS)",
+        ),
+        row(
+            SECTION,
+            "speed-up joblib / basic (paired rounds)",
+            ratios,
+            "x",
+            f"goal >= {GOAL_RATIO}",
+            median(ratios) >= GOAL_RATIO,
+        ),
+        row(
+            SECTION,
+            "cores free for the bench (2 busy loops vs 1)",
+            cores,
+            "cores",
+            "measured before each round; a 2-worker speed-up cannot exceed it",
+        ),
+        *[
+            row(
+                SECTION,
+                f"{name}: training, summed over the {jobs} jobs",
+                [s["train"] for s in splits[name]],
+                "s",
+                "train_seconds of every job",
+            )
+            for name in LAUNCHERS
+        ],
+        *[
+            row(
+                SECTION,
+                f"{name}: per job, besides training",
+                [s["other"] for s in splits[name]],
+                "s",
+                "start, data, scoring, plots, model logging",
+            )
+            for name in LAUNCHERS
+        ],
+        *[
+            row(
+                SECTION,
+                f"{name}: before the first job's run",
+                [s["before_first_job"] for s in splits[name]],
+                "s",
+                "after the parent run: sweeper, launcher" + (", workers importing TF" if name == "joblib" else ""),
+            )
+            for name in LAUNCHERS
+        ],
+        row(
+            MEMORY,
+            "basic launcher: the process running the jobs",
+            memory["basic main"],
+            "MB",
+            f"peak RSS (VmHWM), {jobs} jobs in one process",
+        ),
+        row(
+            MEMORY,
+            "joblib: each worker process",
+            memory["joblib worker"],
+            "MB",
             f"peak RSS of {len(memory['joblib worker'])} worker samples (max "
-            f"{max(memory['joblib worker'], default=0):.0f} MB)"),
+            f"{max(memory['joblib worker'], default=0):.0f} MB)",
+        ),
         row(MEMORY, "joblib: main process (hooks, no training)", memory["joblib main"], "MB", "peak RSS"),
     ]
     return rows

@@ -63,8 +63,16 @@ class Setup:
 
         c = self.config
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = training.fit(network, self.train, self.val, epochs=epochs, batch_size=c.batch_size,
-                              patience=epochs, min_delta=c.trainer.min_delta, on_epoch_end=on_epoch_end)
+        result = training.fit(
+            network,
+            self.train,
+            self.val,
+            epochs=epochs,
+            batch_size=c.batch_size,
+            patience=epochs,
+            min_delta=c.trainer.min_delta,
+            on_epoch_end=on_epoch_end,
+        )
         self.last_cpu_seconds = time.process_time() - cpu_started  # all threads of this process
         return time.perf_counter() - started, result
 
@@ -116,8 +124,15 @@ def worker(epochs: int, train_stride: int, rounds: int, with_log_model: bool) ->
     setup.fit(setup.network(), epochs=1)  # warm-up: TensorFlow's one-time start costs hit no arm
     autolog_error = probe_autolog(setup, uri)
 
-    times: dict[str, list[float]] = {"untracked": [], "tracked": [], "autolog": [], "default_log_model": [],
-                                     "runner_log_model": [], "untracked_cpu": [], "tracked_cpu": []}
+    times: dict[str, list[float]] = {
+        "untracked": [],
+        "tracked": [],
+        "autolog": [],
+        "default_log_model": [],
+        "runner_log_model": [],
+        "untracked_cpu": [],
+        "tracked_cpu": [],
+    }
     log_call_seconds: list[float] = []
     histories: dict[str, dict] = {}
     trained: list = []  # the last untracked network, for the user's log_model when autolog is n/a
@@ -171,50 +186,105 @@ def worker(epochs: int, train_stride: int, rounds: int, with_log_model: bool) ->
                 times["default_log_model"].append(time.perf_counter() - started)
 
     for r in range(rounds):
-        for arm in ((untracked, tracked) if r % 2 == 0 else (tracked, untracked)):
+        for arm in (untracked, tracked) if r % 2 == 0 else (tracked, untracked):
             arm()
         what_a_user_writes()
 
     same = histories.get("untracked") == histories.get("tracked")
-    return {"times": times, "epochs": epochs, "train_stride": train_stride, "rounds": rounds,
-            "train_samples": int(len(setup.train[1])), "autolog_error": autolog_error,
-            "same_history": same, "log_call_seconds": log_call_seconds}
+    return {
+        "times": times,
+        "epochs": epochs,
+        "train_stride": train_stride,
+        "rounds": rounds,
+        "train_samples": int(len(setup.train[1])),
+        "autolog_error": autolog_error,
+        "same_history": same,
+        "log_call_seconds": log_call_seconds,
+    }
 
 
 # -- bench side ----------------------------------------------------------------------------------------
 def measure(epochs: int, train_stride: int, rounds: int, workdir: Path) -> list[Row]:
-    data = run_worker("bench.tracking_overhead", ["--epochs", str(epochs), "--train-stride", str(train_stride),
-                                                  "--rounds", str(rounds)], workdir)
+    data = run_worker(
+        "bench.tracking_overhead",
+        ["--epochs", str(epochs), "--train-stride", str(train_stride), "--rounds", str(rounds)],
+        workdir,
+    )
     t = data["times"]
     loop = f"{epochs} epochs, {data['train_samples']} samples"
     rows = [row(SECTION, f"LSTM training loop, untracked ({loop})", t["untracked"], "s")]
     same = "identical losses" if data["same_history"] else "losses DIFFER between arms"
     log_ms = 1000 * (median(data["log_call_seconds"]) or math.nan)
-    rows.append(row(SECTION, "same loop + per-epoch log_metrics (SQLite)", t["tracked"], "s",
-                    f"{same}; one log_batch per epoch, median {log_ms:.1f} ms"))
+    rows.append(
+        row(
+            SECTION,
+            "same loop + per-epoch log_metrics (SQLite)",
+            t["tracked"],
+            "s",
+            f"{same}; one log_batch per epoch, median {log_ms:.1f} ms",
+        )
+    )
     ratios = [b / a for a, b in zip(t["untracked"], t["tracked"], strict=True)]
-    rows.append(row(SECTION, "ratio tracked / untracked (paired rounds)", ratios, "x",
-                    f"goal <= {GOAL_RATIO}; wall time", median(ratios) <= GOAL_RATIO))
+    rows.append(
+        row(
+            SECTION,
+            "ratio tracked / untracked (paired rounds)",
+            ratios,
+            "x",
+            f"goal <= {GOAL_RATIO}; wall time",
+            median(ratios) <= GOAL_RATIO,
+        )
+    )
     # The overhead itself, timed call by call: far below the noise of whole-loop timings on a shared machine.
     per_round = len(data["log_call_seconds"]) // max(1, len(t["untracked"]))
-    direct = [1 + sum(data["log_call_seconds"][i * per_round:(i + 1) * per_round]) / u
-              for i, u in enumerate(t["untracked"])]
-    rows.append(row(SECTION, "same ratio from the timed log calls alone", direct, "x",
-                    f"1 + time in log_metrics / untracked loop time; goal <= {GOAL_RATIO}",
-                    median(direct) <= GOAL_RATIO))
+    direct = [
+        1 + sum(data["log_call_seconds"][i * per_round : (i + 1) * per_round]) / u for i, u in enumerate(t["untracked"])
+    ]
+    rows.append(
+        row(
+            SECTION,
+            "same ratio from the timed log calls alone",
+            direct,
+            "x",
+            f"1 + time in log_metrics / untracked loop time; goal <= {GOAL_RATIO}",
+            median(direct) <= GOAL_RATIO,
+        )
+    )
     cpu = [b / a for a, b in zip(t["untracked_cpu"], t["tracked_cpu"], strict=True)]
-    rows.append(row(SECTION, "same ratio in CPU time of the process", cpu, "x",
-                    "informative only: TensorFlow's thread pools spin while waiting, so CPU time varies too"))
+    rows.append(
+        row(
+            SECTION,
+            "same ratio in CPU time of the process",
+            cpu,
+            "x",
+            "informative only: TensorFlow's thread pools spin while waiting, so CPU time varies too",
+        )
+    )
     if data["autolog_error"] is None:
         autolog = [c / a for a, c in zip(t["untracked"], t["autolog"], strict=True)]
-        rows.append(row(SECTION, "same loop with mlflow.tensorflow.autolog()", t["autolog"], "s",
-                        f"{median(autolog):.3f}x of untracked"))
+        rows.append(
+            row(
+                SECTION,
+                "same loop with mlflow.tensorflow.autolog()",
+                t["autolog"],
+                "s",
+                f"{median(autolog):.3f}x of untracked",
+            )
+        )
     else:
-        rows.append(Row(SECTION, "same loop with mlflow.tensorflow.autolog()", None, "s", 0,
-                        f"n/a ({data['autolog_error']})"))
+        rows.append(
+            Row(SECTION, "same loop with mlflow.tensorflow.autolog()", None, "s", 0, f"n/a ({data['autolog_error']})")
+        )
     default, ours = t["default_log_model"], t["runner_log_model"]
-    rows.append(row(SECTION, "mlflow.tensorflow.log_model, defaults (pip inference)", default, "s",
-                    "what a user would write after training"))
+    rows.append(
+        row(
+            SECTION,
+            "mlflow.tensorflow.log_model, defaults (pip inference)",
+            default,
+            "s",
+            "what a user would write after training",
+        )
+    )
     note = f"{median(default) / median(ours):.1f}x faster than the default log_model" if ours and default else ""
     rows.append(row(SECTION, "runner's model logging (forecaster + network)", ours, "s", note))
     # What a user's script costs against the runner, on top of the same training: per-epoch tracking
@@ -224,8 +294,15 @@ def measure(epochs: int, train_stride: int, rounds: int, workdir: Path) -> list[
     if user and runner_total:
         what = "autolog" if data["autolog_error"] is None else "untracked (autolog n/a)"
         ratios = [r / u for r, u in zip(runner_total, user, strict=True)]
-        rows.append(row(SECTION, "runner total / user script total", ratios, "x",
-                        f"tracked loop + runner logging vs {what} loop + default log_model"))
+        rows.append(
+            row(
+                SECTION,
+                "runner total / user script total",
+                ratios,
+                "x",
+                f"tracked loop + runner logging vs {what} loop + default log_model",
+            )
+        )
     return rows
 
 

@@ -16,7 +16,15 @@ import pytest
 from helpers import REPO
 from helpers.cli import cli_env
 
-SECTIONS = ("start-up", "tracking overhead", "fixed costs", "post-sweep hook", "sweep throughput", "peak memory")
+SECTIONS = (
+    "start-up",
+    "tracking overhead",
+    "fixed costs",
+    "post-sweep hook",
+    "sweep throughput",
+    "peak memory",
+    "resume",
+)
 
 
 @pytest.mark.slow
@@ -57,6 +65,8 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
         "total fixed cost of a run (fresh store)",
         "hook on 10 runs: time",
         "speed-up joblib / basic (paired rounds)",
+        "re-run / first run",
+        "resumed / full sweep (first run above)",
     ):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
