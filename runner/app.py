@@ -189,7 +189,13 @@ def main() -> None:
 
     code = 0
     try:
-        hydra_main()
+        try:
+            hydra_main()
+        except Exception as error:  # an interrupt a library turned into its own error: report the interrupt
+            interrupt = interrupts.swallowed(error)
+            if interrupt is None:
+                raise
+            raise interrupt from error
     except ConfigError as error:
         code = fail(str(error), EXIT_USAGE)
     except (HydraException, OmegaConfBaseException) as error:

@@ -157,6 +157,18 @@ def raise_pending() -> None:
         raise alarm
 
 
+def swallowed(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The interrupt behind `error` when a library caught the one raised here and raised its own error
+    instead (OmegaConf composing the next job's config turns it into "root.handlers: ...", TensorFlow's
+    pybind11 code into RuntimeError): this process raised an interrupt and `error` is not one. None when
+    `error` is an interrupt itself, or nothing was raised."""
+    if error is None or isinstance(error, KeyboardInterrupt):
+        return None
+    if STATE.raised and STATE.stopping is not None:
+        return interrupt_for(STATE.stopping)
+    return None
+
+
 def refuse_if_stopping() -> None:
     """A worker told to stop takes no new job: raise before a run exists."""
     if STATE.stopping is not None and STATE.installed:

@@ -105,6 +105,9 @@ class SweepTracking(Callback):
             return
         interrupts.STATE.before_raise = None
         leaving = sys.exc_info()[1]  # Hydra calls this hook in a `finally`
+        # an interrupt a library turned into its own error (between two jobs, composing the next job's
+        # config) is still an interrupt: the sweep promotes nothing
+        leaving = interrupts.swallowed(leaving) or leaving
         died = []
         with interrupts.last_words():  # the runs' closing, the decision, its registry changes: never cut
             if leaving is not None:  # stop what is left of the workers, close the runs they could not

@@ -209,6 +209,25 @@ def test_the_time_limit_inside_tensorflow_waits_for_the_next_batch_boundary(hand
     assert seen == [0, 1]
 
 
+def test_an_interrupt_a_library_turned_into_its_own_error_is_still_an_interrupt(handlers):
+    """Ctrl-C between two jobs of a sweep can land while OmegaConf composes the next job's config; OmegaConf
+    catches it and raises its own error ("root.handlers: ..."), which once made the sweep promote its
+    partial results and exit 2. runner.sweep and runner.app ask interrupts.swallowed() what it was."""
+    assert handlers.swallowed(ValueError("before any signal")) is None
+
+    def library_call():  # what OmegaConf's error handling does with an exception raised inside it
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ValueError("root.handlers: 'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    with pytest.raises(ValueError) as caught:
+        library_call()
+    assert isinstance(handlers.swallowed(caught.value), handlers.Interrupted)
+    assert handlers.swallowed(handlers.Interrupted()) is None  # an interrupt is itself, not swallowed
+    assert handlers.swallowed(None) is None
+
+
 def test_a_worker_told_to_stop_between_jobs_takes_no_new_job(monkeypatch, handlers):
     handlers.uninstall()
     monkeypatch.setenv(handlers.MAIN_PID_ENV, "1")  # another process is the command's main process
