@@ -50,21 +50,6 @@ NOT_COPIED = ("mlflow.", HEARTBEAT_TAG, HEARTBEAT_SECONDS_TAG, SWEEP_ID_TAG, JOB
 SEARCH_LIMIT = 50  # runs with one identity looked at (newest first): reuse records and reruns pile up
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": [1, 2]}}` -> `{"a.b.0": 1, "a.b.1": 2}` (empty containers kept as themselves)."""
-    if isinstance(value, Mapping) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-        return out
-    if isinstance(value, list | tuple) and value:
-        out = {}
-        for i, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}{i}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def is_ignored(key: str, ignore: Iterable[str]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in (*ignore, *ALWAYS_IGNORED))
 
@@ -72,7 +57,7 @@ def is_ignored(key: str, ignore: Iterable[str]) -> bool:
 def counted_config(resolved: Mapping[str, Any], ignore: Iterable[str]) -> dict[str, Any]:
     """The flattened config keys that count in the identity (secrets are redacted first: a password
     changes nothing a job computes)."""
-    from runner.config.params import redact
+    from runner.config.params import flatten, redact
 
     ignore = tuple(ignore)
     return {k: v for k, v in sorted(flatten(redact(dict(resolved))).items()) if not is_ignored(k, ignore)}
