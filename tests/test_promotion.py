@@ -428,7 +428,10 @@ def rescore_story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     after_rescored = store.versions()
     history = store.registry().alias_history("uk-demand-forecaster")
-    refused = run_sweep(cwd, ["--config-dir", str(config_dir), "registry=refusing", "model=naive", *TINY])
+    # a new result (not the rescored sweep's run again, which would be reused and is already registered)
+    refused = run_sweep(
+        cwd, ["--config-dir", str(config_dir), "registry=refusing", "model=naive", *TINY, "reuse.enabled=false"]
+    )
     return {
         "store": store,
         "single": single,

@@ -68,6 +68,7 @@ def check_first_sweep(sweep: Sweep, jobs: int) -> tuple:
         "failed": 0,
         "passing": passing,
         "rejected": jobs - passing,
+        "reused": 0,  # a first sweep in a fresh store trains every job
     }
     assert parent.data.metrics["jobs"] == jobs and parent.data.tags["runner.decision"] == "promoted"
     assert report["top"][0]["run_id"] == winner.info.run_id

@@ -39,7 +39,9 @@ def import_tensorflow_quietly():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from runner import interrupts
 
-    with interrupts.no_time_limit():  # an import cut halfway would break every later job of the process
+    # An import cut halfway breaks every later job of the process, and a process whose TensorFlow import
+    # was cut can hang on its way out: a signal or the time limit waits for the import's end.
+    with interrupts.no_time_limit(), interrupts.native():
         return _import_tensorflow()
 
 
