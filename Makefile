@@ -40,7 +40,7 @@ test: $(STAMP)
 		[ $$code -eq 5 ] || exit $$code; }
 
 # The development loop: the tests not marked slow (no training beyond a few seconds) on every core
-# (pytest-xdist), about 3 minutes here. CI runs `make test`: everything, one test at a time.
+# (pytest-xdist). CI runs `make test`: everything, one test at a time.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q -n auto $(PYTEST_ARGS)
 
