@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # the steps' types; TensorFlow, numpy and pandas are imported
     import pandas as pd
 
     from runner.forecast.forecaster import Preprocessing
+    from runner.forecast.heldout import HeldOut
     from runner.forecast.scoring import Scores
     from runner.forecast.series import SplitOrigins
     from runner.forecast.training import FitResult
@@ -459,6 +460,7 @@ class Scored:
     test: Scores  # of the test weeks, mape_by_lead among them
     test_actual: np.ndarray  # (test origins, HORIZON), MW
     test_forecast: np.ndarray  # (test origins, HORIZON), MW
+    heldout: HeldOut  # every forecast of data the network did not train on (runner.forecast.heldout)
 
 
 def log_config(cfg: DictConfig, ctx: JobContext, tracker) -> Path:
@@ -583,9 +585,11 @@ def score(prepared: Prepared, trained: Trained, val_forecast: np.ndarray) -> Sco
     """Score the validation forecast and the run's network on the test weeks, always in MW, against the
     actual demand and the weekly naive; every score finite, or this raises (nothing is logged)."""
     from runner.forecast import scoring
+    from runner.forecast.heldout import HeldOut, Part
 
     values, split, fit = prepared.values, prepared.split, trained.fit
-    val_scores = scoring.score(val_forecast, scoring.actuals(values, split.val))
+    val_actual = scoring.actuals(values, split.val)
+    val_scores = scoring.score(val_forecast, val_actual)
     test_forecast = forecast(trained.network, prepared, split.test)
     test_actual = scoring.actuals(values, split.test)
     test_scores = scoring.score(test_forecast, test_actual)
@@ -600,7 +604,8 @@ def score(prepared: Prepared, trained: Trained, val_forecast: np.ndarray) -> Sco
         "train_seconds": fit.train_seconds,
     }
     check_finite(metrics, test_scores.mape_by_lead, [val_forecast, test_forecast], trained=fit.epochs_run > 0)
-    return Scored(metrics, test_scores, test_actual, test_forecast)
+    heldout = HeldOut([Part(split.val, val_forecast, val_actual)], Part(split.test, test_forecast, test_actual))
+    return Scored(metrics, test_scores, test_actual, test_forecast, heldout)
 
 
 def log_scores(tracker, trained: Trained, scored: Scored) -> None:
@@ -614,10 +619,12 @@ def log_scores(tracker, trained: Trained, scored: Scored) -> None:
 def write_artifacts(
     tracker, artifacts: Path, model_name: str, prepared: Prepared, trained: Trained, scored: Scored
 ) -> None:
-    """Plots, the network's summary and the test MAPE by lead into `artifacts`, then the folder to the run."""
+    """Plots, the network's summary, the test MAPE by lead and the held-out forecasts into `artifacts`, then
+    the folder to the run."""
     import numpy as np
 
     from runner.forecast import plots
+    from runner.forecast.heldout import HELDOUT_ARTIFACT
 
     fit, split = trained.fit, prepared.split
     plots.learning_curve(fit.history, fit.best_epoch, artifacts / "learning_curve.png")
@@ -641,6 +648,7 @@ def write_artifacts(
         comments="",
         fmt=["%d", "%.5f"],
     )
+    scored.heldout.save(artifacts / HELDOUT_ARTIFACT)
     tracker.log_artifacts(artifacts)
 
 
