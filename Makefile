@@ -34,13 +34,17 @@ run: $(STAMP)
 
 # PYTEST_ARGS: e.g. make test PYTEST_ARGS="-m 'not slow'" for the fast tests only. pytest's exit code 5
 # ("no tests collected", e.g. a -k that matches nothing) is reported, not treated as a failure.
+# TEST_WORKERS: test files run on this many pytest-xdist workers, each file whole on one worker (its
+# module fixtures, such as a tracking server, are started once); much of a test's time is waiting on
+# subprocesses and servers, so 2 workers also pay on 2 cores. TEST_WORKERS=0: one test at a time.
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "pytest: no tests collected"; \
-		[ $$code -eq 5 ] || exit $$code; }
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || { code=$$?; \
+		[ $$code -eq 5 ] && echo "pytest: no tests collected"; [ $$code -eq 5 ] || exit $$code; }
 
 # The development loop: the tests not marked slow (no training beyond a few seconds) on every core
-# (pytest-xdist). CI runs `make test`: everything, one test at a time.
+# (pytest-xdist). CI runs `make test`: everything, slow tests included.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q -n auto $(PYTEST_ARGS)
 
