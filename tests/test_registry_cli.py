@@ -148,6 +148,21 @@ def test_a_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("uri", "what"),
+    [
+        ("http://127.0.0.1:1", "tracking server http://127.0.0.1:1 is unreachable"),  # nothing listens on port 1
+        ("postgresql://postgres@127.0.0.1:1/mlflow", "127.0.0.1:1"),
+    ],
+)
+def test_an_unreachable_store_is_one_line_at_once(uri, what, tmp_path, capsys):
+    started = time.monotonic()
+    result = registry_cli("--tracking-uri", uri, "models", capsys=capsys)
+    assert time.monotonic() - started < 30  # MLflow alone retries for about two minutes first
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and what in result.stderr
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         from runner.registry.cli import main

@@ -124,9 +124,10 @@ EVENT_HEADERS = ["when (UTC)", "alias", "action", "from", "to", "actor", "sweep"
 # -- the store -------------------------------------------------------------------------------------
 def open_registry(args):
     """The registry of --tracking-uri, else MLFLOW_TRACKING_URI, else ./outputs/mlflow.db. A missing
-    embedded database is an error here (reading must not create an empty store)."""
+    embedded database is an error here (reading must not create an empty store), and so is a server or
+    PostgreSQL store that cannot be reached (TrackingUnavailable)."""
     from runner.registry.core import ModelRegistry
-    from runner.tracking import resolve_store, sqlite_path
+    from runner.tracking import check_reachable, resolve_store, sqlite_path
 
     store = resolve_store(args.tracking_uri, "outputs")
     db = sqlite_path(store.tracking_uri)
@@ -135,6 +136,7 @@ def open_registry(args):
             f"no tracking store at {db}; run `python -m runner` first, or pass --tracking-uri "
             "or set MLFLOW_TRACKING_URI"
         )
+    check_reachable(store)  # one line now, rather than MLflow's two minutes of retries and a traceback
     return ModelRegistry(store.tracking_uri)
 
 
