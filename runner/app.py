@@ -134,15 +134,31 @@ def hydra_main(cfg: DictConfig) -> float:
     return task(cfg)
 
 
+def whitelist_refusal(error: BaseException) -> re.Match | None:
+    """The refused target of Hydra's execution whitelist in an error (or its causes), else None."""
+    while error is not None:
+        found = re.search(r"(?:Logging t|T)arget '([^']+)' is not in the Hydra execution whitelist", str(error))
+        if found:
+            return found
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def one_line(error: BaseException) -> str:
     """A Hydra/OmegaConf/runner error as one line that names the key and what is allowed."""
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(error)
-    refused = re.search(r"Target '([^']+)' is not in the Hydra execution whitelist", text)
+    refused = whitelist_refusal(error)
     if refused:
         key = re.search(r"full_key: (\S+)", text)
-        where = f"{key.group(1)}._target_" if key else "_target_"
+        logging_part = re.search(r"Unable to configure (\w+) '([^']+)'", text)
+        if key:
+            where = f"{key.group(1)}._target_"
+        elif logging_part:  # a logging config's factory, "()": refused by logging.config.dictConfig's caller
+            where = f"hydra.job_logging {logging_part.group(1)} {logging_part.group(2)!r}: ()"
+        else:
+            where = "_target_"
         return (
             f"{where}: {refused.group(1)!r} may not run from a config: allowed are the runner's callback and "
             "Hydra's launchers and sweepers (runner.app.EXECUTION_WHITELIST)"
@@ -208,5 +224,8 @@ def main() -> None:
     except RunnerError as error:
         code = fail(str(error), EXIT_FAILED)
     except Exception as error:  # a failed job: its run already ended FAILED with the traceback attached
-        code = fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
+        if whitelist_refusal(error):  # a logging config naming a factory it may not run: nothing ran
+            code = fail(one_line(error), EXIT_USAGE)
+        else:
+            code = fail(f"{type(error).__name__}: {one_line(error)}", EXIT_FAILED)
     sys.exit(code)

@@ -192,6 +192,21 @@ def test_a_callback_target_from_a_shared_config_folder_is_refused(tmp_path):
     assert "INJECTED" not in cli.stdout and not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
+def test_a_logging_factory_from_a_shared_config_folder_is_refused(tmp_path):
+    shared = tmp_path / "shared-conf" / "hydra" / "job_logging"
+    shared.mkdir(parents=True)
+    (shared / "evil.yaml").write_text(
+        "version: 1\nformatters:\n  x:\n    '()': builtins.print\n    format: INJECTED\n"
+        "handlers:\n  console:\n    class: logging.StreamHandler\n    formatter: x\n"
+        "root:\n  handlers: [console]\n"
+    )
+    cli = run_cli(["--config-dir", str(tmp_path / "shared-conf"), "hydra/job_logging=evil", "model=naive"], tmp_path)
+    assert cli.returncode == 2, cli.stderr
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'builtins.print' may not run from a config" in lines[0], cli.stderr
+    assert "INJECTED" not in cli.stdout + cli.stderr and not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
 def team_builders(folder: Path) -> Path:
     """A team's own builder package, importable from `folder` (re-using the naive builder)."""
     package = folder / "teammodels"
