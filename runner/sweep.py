@@ -573,8 +573,7 @@ def combine_step(state: SweepState, candidates: list):
         line = (str(error).strip().splitlines() or [""])[0][:300]
         outcome = combine.CombineOutcome("failed", f"{type(error).__name__}: {redact_uri(line)}")
         print(f"error: registry.combine: {outcome.reason}", file=sys.stderr)
-    log.info(outcome.line())
-    return outcome
+    return outcome  # the decision table shows it
 
 
 def log_sweep_outcome(client, parent_run_id: str, report: dict[str, Any]) -> None:

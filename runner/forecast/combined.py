@@ -46,7 +46,7 @@ if __name__ != "runner.forecast.combined":
         def min_history(self) -> int:
             return max(member_min_history(m.unwrap_python_model()) for m in self.members)
 
-        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             """The next 48 half-hours after the history: the mean of the members' forecasts."""
             outputs = [member.predict(model_input) for member in self.members]
             first = outputs[0]
