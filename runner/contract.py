@@ -34,6 +34,9 @@ SWEEP_ROLE_TAG = "runner.sweep_role"  # "parent" on a sweep's parent run
 SWEEP_DIR_TAG = "runner.sweep_dir"  # the parent's sweep folder under outputs/sweeps
 SWEEPER_TAG = "runner.sweeper"  # the parent's Hydra sweeper
 JOB_NUM_TAG = "runner.job_num"  # a child run's Hydra job number
+# -- tags of a sweep's combined forecaster (registry.combine; its runner.sweep_role is "combined") ------
+COMBINED_MEMBERS_TAG = "runner.combined_members"  # its members' source run ids, comma-separated, best first
+COMBINATION_IDENTITY_TAG = "runner.combination_identity"  # sorted members + policy metric + top_k, hashed
 
 # -- tags of promotion decisions (on the parent run, or on a single run promoted alone) ----------------
 DECISION_TAG = "runner.decision"  # promoted, registered, kept, no_winner, refused, interrupted, ...

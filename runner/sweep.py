@@ -515,6 +515,11 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
 
     client = MlflowClient(tracking_uri=state.store.tracking_uri)
     candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
+    combined = None
+    if state.policy.combine.top_k:
+        combined = combine_step(state, candidates)
+        # the combined run (new or reused) competes like any job: read the sweep's candidates again
+        candidates = promotion.sweep_candidates(client, state.experiment_id, state.sweep_id, state.policy)
     try:
         decision, ranked = promotion.apply_policy(
             state.policy, state.policy_name, state.store, candidates, sweep_id=state.sweep_id
@@ -534,6 +539,8 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
         state.parent_run_id,
         state.started,
     )
+    if combined is not None:
+        report["combine"] = combined.as_dict()
     failed = jobs_raised or decision.failed or report["counts"]["failed"] > 0
     # The report first: after a lost server it is the only account of what was undone and what was not.
     log.info(promotion.format_report(report))
@@ -545,6 +552,28 @@ def finish_sweep(state: SweepState, jobs_raised: bool = False) -> int:
     _end_parent(state, "FAILED" if failed else "FINISHED")
     log.info(f"sweep {state.sweep_id} {'FAILED' if failed else 'FINISHED'}; open the UI: {state.store.ui_command()}")
     return 1 if failed else 0
+
+
+def combine_step(state: SweepState, candidates: list):
+    """registry.combine: the mean of the sweep's best runs logged as one more child run (or the same
+    combination reused); a failure is reported, and the sweep's single runs still compete."""
+    from runner.registry import combine
+
+    try:
+        outcome = combine.combine_sweep(
+            state.store,
+            state.tracker.experiment_name,
+            state.experiment_id,
+            state.sweep_id,
+            state.parent_run_id,
+            state.policy,
+            candidates,
+        )
+    except Exception as error:  # the combined run, if one was started, ended FAILED (the sweep fails with it)
+        line = (str(error).strip().splitlines() or [""])[0][:300]
+        outcome = combine.CombineOutcome("failed", f"{type(error).__name__}: {redact_uri(line)}")
+        print(f"error: registry.combine: {outcome.reason}", file=sys.stderr)
+    return outcome  # the decision table shows it
 
 
 def log_sweep_outcome(client, parent_run_id: str, report: dict[str, Any]) -> None:

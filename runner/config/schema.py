@@ -266,6 +266,23 @@ class StageRule:
             )
 
 
+# What a combination (registry.combine) is scored by: its members' held-out forecasts give these and no
+# training facts (a mean of networks has no epoch or validation loss of its own).
+COMBINABLE_METRICS = ("val_mape", "val_rmse", "val_mae", "val_mape_worst", "val_mape_spread")
+
+
+@dataclass
+class CombineRule:
+    """registry.combine: after a sweep, the mean of its top_k ranked runs competes as one more candidate
+    (runner.registry.combine); null: off."""
+
+    top_k: int | None = None
+
+    def __post_init__(self):
+        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 2):
+            _fail("registry.combine.top_k", f"must be a whole number >= 2 (members), or null (off); got {self.top_k}")
+
+
 @dataclass
 class Policy:
     model_name: str = "uk-demand-forecaster"
@@ -276,6 +293,7 @@ class Policy:
     aliases: AliasRule = field(default_factory=AliasRule)
     stages: StageRule = field(default_factory=StageRule)
     on_no_winner: str = "keep"  # keep | fail
+    combine: CombineRule = field(default_factory=CombineRule)
 
     def __post_init__(self):
         problem = model_name_problem(self.model_name)
@@ -295,6 +313,13 @@ class Policy:
                 "registry.champion.min_relative_improvement",
                 f"must be below 1 with mode=min (a fraction of the champion's value: 0.02 is 2%; 1 or more "
                 f"asks for a score of 0 or less); got {self.champion.min_relative_improvement}",
+            )
+        if self.combine.top_k is not None and self.metric not in COMBINABLE_METRICS:
+            _fail(
+                "registry.combine.top_k",
+                f"a combination is scored from its members' held-out forecasts, which give no {self.metric}: "
+                f"use registry.metric in {', '.join(m for m in COMBINABLE_METRICS if m in POLICY_METRICS)}, "
+                "or registry.combine.top_k=null",
             )
 
 

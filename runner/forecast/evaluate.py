@@ -256,7 +256,11 @@ def evaluate(
     path, loaded = read_data(data)
     frame = loaded.frame.copy()
     values = frame["demand_mw"].to_numpy()
-    min_history = getattr(getattr(_unwrap(model), "prep", None), "min_history", WEEK)
+    unwrapped = _unwrap(model)
+    # a combined forecaster (runner/forecast/combined.py) says what its members need; a single one, its prep
+    min_history = getattr(unwrapped, "min_history", None) or getattr(
+        getattr(unwrapped, "prep", None), "min_history", WEEK
+    )
     origins = protocol_origins(len(values), min_history)
     actual = scoring.actuals(values, origins)
     scores = scoring.score(forecast(model, frame, origins, per_origin), actual)

@@ -349,7 +349,15 @@ def cmd_lineage(args, registry) -> int:
         f"  params        {len(info['params'])} (see --json)",
     ]
     config = info["config"]
-    if isinstance(config, dict):
+    members = info.get("members") or []
+    for i, member in enumerate(members, start=1):
+        lines.append(
+            f"  member {i:<6} {member['run_id'] or '-'}  {member['run_name'] or ''}  model {member['model'] or '-'}  "
+            f"overrides {' '.join(member['overrides'] or []) or '-'}"
+        )
+    if members:
+        lines.append(f"  config        combined: the mean of {len(members)} members (their configs: --json)")
+    elif isinstance(config, dict):
         model = config.get("model", {})
         lines.append(
             f"  config        model {model.get('name', '-')}  lr {config.get('lr')}  "

@@ -6,6 +6,7 @@ Everything is read from the store (the run's params, metrics, tags and its `conf
 
 from __future__ import annotations
 
+import json
 import shlex
 import tempfile
 from pathlib import Path
@@ -15,12 +16,14 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from runner.contract import (
+    COMBINED_MEMBERS_TAG,
     DATA_FILE_TAG,
     DATA_FINGERPRINT_TAG,
     FORECASTER_URI_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,
     JOB_NUM_TAG,
+    MODEL_TAG,
     OVERRIDES_TAG,
     PROTOCOL_TAG,
     SWEEP_ID_TAG,
@@ -31,6 +34,7 @@ from runner.tracking import get_run_or_raise, run_dict
 CONFIG_ARTIFACT = "config.yaml"
 OVERRIDES_ARTIFACT = "overrides.yaml"
 PARENT_TAG = "mlflow.parentRunId"
+MEMBER_KEYS = ("run_id", "run_name", "model", "overrides", "config")
 
 
 def read_yaml_artifact(client, run_id: str, path: str) -> Any | None:
@@ -62,8 +66,9 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
     """A version's lineage as a dict: name, version, aliases, stage, version_tags, source, run_id,
     run_name, run_status, experiment_id, parent_run_id (the sweep's parent run), sweep_id, job_num,
     params, metrics (final values), config (the resolved config, parsed from `config.yaml`), overrides,
-    git_commit, git_dirty, data_fingerprint, data_file, protocol, runner_version, forecaster_uri and
-    events (the recorded alias and stage moves to or from this version, oldest first).
+    git_commit, git_dirty, data_fingerprint, data_file, protocol, runner_version, forecaster_uri,
+    members (a combined version's members, best first: run_id, run_name, model, overrides, config; [] for a
+    single run) and events (the recorded alias and stage moves to or from this version, oldest first).
 
     `version` may be a number or `@alias`."""
     item = registry.resolve_version(name, version)
@@ -98,7 +103,7 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
             "forecaster_uri",
         )
     )
-    result.update(empty, params={}, metrics={}, overrides=[])
+    result.update(empty, params={}, metrics={}, overrides=[], members=[])
     if not item["run_id"]:
         return result
     client = registry.client
@@ -123,4 +128,36 @@ def lineage(registry, name: str, version: str | int) -> dict[str, Any]:
         runner_version=tags.get(VERSION_TAG),
         forecaster_uri=tags.get(FORECASTER_URI_TAG),
     )
+    if tags.get(COMBINED_MEMBERS_TAG):
+        result["members"] = combined_members(client, run)
     return result
+
+
+def combined_members(client, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A combined run's members as its members.json lists them (kept with it: a member's own run may be
+    pruned since); from the members tag and the store when that artifact is missing."""
+    from runner.registry.combine import MEMBERS_ARTIFACT
+
+    with tempfile.TemporaryDirectory(prefix="lineage-") as folder:
+        try:
+            listing = json.loads(Path(client.download_artifacts(run["run_id"], MEMBERS_ARTIFACT, folder)).read_text())
+            return [{k: m.get(k) for k in MEMBER_KEYS} for m in listing["members"]]
+        except (MlflowException, OSError, ValueError, KeyError, TypeError):
+            pass
+    members = []
+    for run_id in run["tags"][COMBINED_MEMBERS_TAG].split(","):
+        try:
+            member = get_run(client, run_id)
+        except Exception:  # deleted since
+            members.append(dict.fromkeys(MEMBER_KEYS) | {"run_id": run_id})
+            continue
+        members.append(
+            {
+                "run_id": run_id,
+                "run_name": member["run_name"],
+                "model": member["tags"].get(MODEL_TAG),
+                "overrides": run_overrides(client, member),
+                "config": read_yaml_artifact(client, run_id, CONFIG_ARTIFACT),
+            }
+        )
+    return members

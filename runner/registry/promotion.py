@@ -458,7 +458,9 @@ def rescore(forecaster, params: dict[str, str], metric: str) -> float:
     frame = series.load_series(data_path)
     defaults = {"train_weeks": DEFAULT_TRAIN_WEEKS, "val_weeks": DEFAULT_VAL_WEEKS, "test_weeks": DEFAULT_TEST_WEEKS}
     weeks = [int(params.get(f"data.split.{key}", default)) for key, default in defaults.items()]
-    split = series.split_origins(len(frame), forecaster.prep.min_history, *weeks)
+    from runner.forecast.combined import member_min_history  # a single forecaster's prep, or a combination's
+
+    split = series.split_origins(len(frame), member_min_history(forecaster), *weeks)
     forecast = forecaster.forecast_many(frame, split.val)
     scores = scoring.score(forecast, scoring.actuals(frame["demand_mw"].to_numpy(), split.val))
     return scores.as_metrics("val")[metric]
@@ -623,6 +625,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"{counts.get('rejected', counts['finished'] - counts['passing'])} rejected, "
         f"{counts['failed']} did not finish{reused})"
     )
+    combined = report.get("combine")
+    if combined:  # registry.combine: what the combine step did before the decision
+        run = f" run {combined['run_id'][:8]}" if combined.get("run_id") else ""
+        lines.append(f"combine: {combined['action']}{run} in {combined['seconds']:.2f} s; {combined['reason']}")
     version = f" version {d['version']}" if d["version"] else ""
     moved = ", ".join(d["aliases_moved"] + d["stages_moved"]) or "no alias or stage moved"
     lines.append(f"decision: {d['action']}{version} of {policy['model_name']} ({moved}); {d['reason']}")

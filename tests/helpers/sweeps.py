@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,12 +102,12 @@ class SweepStore:
         return [r for r in self.runs() if r.data.tags.get("runner.sweep_role") == "parent"]
 
     def sweep_runs(self, sweep_id: str) -> tuple[Any, list]:
-        """(parent run, child runs ordered by job number) of one sweep."""
+        """(parent run, child runs ordered by job number; a combined run, which has none, last) of one sweep."""
         runs = [r for r in self.runs() if r.data.tags.get("runner.sweep_id") == sweep_id]
         parents = [r for r in runs if r.data.tags.get("runner.sweep_role") == "parent"]
         assert len(parents) == 1, f"sweep {sweep_id}: {len(parents)} parent runs"
         children = [r for r in runs if r.data.tags.get("runner.sweep_role") != "parent"]
-        return parents[0], sorted(children, key=lambda r: int(r.data.tags["runner.job_num"]))
+        return parents[0], sorted(children, key=lambda r: int(r.data.tags.get("runner.job_num", sys.maxsize)))
 
     def decision(self, run_id: str) -> dict[str, Any]:
         return decision_report(self.client, run_id)
