@@ -288,7 +288,7 @@ def test_the_heldout_artifact_has_one_part_per_fold_scored_as_logged(runs):
 @pytest.mark.slow
 def test_a_gate_on_the_worst_fold_rejects_the_config_that_is_best_on_average(tmp_path):
     """With 3 folds, naive is best on average (val_mape 2.22) but its worst fold is week 8 (3.75); tiny
-    linear averages 2.58 with a worst fold of 3.70. `val_mape_worst < 3.72` leaves linear the winner."""
+    linear averages 2.58 with a worst fold of 3.70. `val_mape_worst < 3.72` rejects naive only."""
     config_dir = write_policy(
         tmp_path / "policies", "steady", gates=[{"metric": "val_mape_worst", "op": "<", "value": 3.72}]
     )
@@ -308,6 +308,8 @@ def test_a_gate_on_the_worst_fold_rejects_the_config_that_is_best_on_average(tmp
     by_model = {r.data.tags["runner.model"]: r.data.metrics for r in children}
     assert by_model["naive"]["val_mape"] < by_model["linear"]["val_mape"]  # naive would win without the gate
     assert by_model["naive"]["val_mape_worst"] >= 3.72 > by_model["linear"]["val_mape_worst"]
-    decision = sweep.decision()
-    assert [job["outcome"] for job in decision["jobs"] if job["run_id"] == children[0].info.run_id] == ["rejected"]
-    assert decision["top"][0]["run_id"] == children[1].info.run_id
+    # tracking.log_model=false keeps the sweep cheap: no job can be registered, but the gate is judged first
+    reasons = {job["run_id"]: job["rejected"] for job in sweep.decision()["jobs"]}
+    naive, linear = (reasons[r.info.run_id] for r in children)
+    assert any(r.startswith("gate val_mape_worst < 3.72 failed") for r in naive), naive
+    assert not any(r.startswith("gate") for r in linear), linear
