@@ -1,8 +1,9 @@
 """One job: a validated config in, one tracked MLflow run out, the objective metric returned.
 
     validate (reads and checks the data file) -> resolve the store (fail fast) -> start run -> params,
-    config artifacts -> fit (one batched metric call per epoch) -> score val and test weeks (all finite,
-    or the run fails) -> plots, model -> end run
+    config artifacts -> fit each backtest fold (data.backtest; one batched metric call per epoch) ->
+    refit (trainer.refit) -> score the folds' validation weeks and the test weeks (all finite, or the run
+    fails) -> plots, model -> end run
 
 Every way out of a started run ends it: FINISHED, FAILED (traceback attached) or KILLED (Ctrl-C,
 SIGTERM). A process killed with SIGKILL cannot end its run; the run's heartbeat tag tells it is stale.
