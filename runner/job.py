@@ -1,8 +1,9 @@
 """One job: a validated config in, one tracked MLflow run out, the objective metric returned.
 
     validate (reads and checks the data file) -> resolve the store (fail fast) -> start run -> params,
-    config artifacts -> fit (one batched metric call per epoch) -> score val and test weeks (all finite,
-    or the run fails) -> plots, model -> end run
+    config artifacts -> fit each backtest fold (data.backtest; one batched metric call per epoch) ->
+    refit (trainer.refit) -> score the folds' validation weeks and the test weeks (all finite, or the run
+    fails) -> plots, model -> end run
 
 Every way out of a started run ends it: FINISHED, FAILED (traceback attached) or KILLED (Ctrl-C,
 SIGTERM). A process killed with SIGKILL cannot end its run; the run's heartbeat tag tells it is stale.
@@ -348,8 +349,13 @@ def sweep_parent_run_id(tracker, sweep_id: str) -> str:
 
 
 def protocol_tag(config) -> str:
-    s = config.data.split
-    return f"v{PROTOCOL_VERSION}:weeks={s.train_weeks}/{s.val_weeks}/{s.test_weeks}:horizon=48"
+    """What the run's scores mean: its weeks, and with data.backtest.folds > 1 the folds (val_* are then
+    means over several validation weeks). folds=1 keeps the plain tag, so older champions still compare."""
+    s, b = config.data.split, config.data.backtest
+    tag = f"v{PROTOCOL_VERSION}:weeks={s.train_weeks}/{s.val_weeks}/{s.test_weeks}:horizon=48"
+    if b.folds > 1:
+        tag += f":backtest={b.folds}x{b.window}{config.data.sliding_train_weeks() or ''}"
+    return tag
 
 
 def _set_reason(tracker, reason: str) -> None:
@@ -403,13 +409,13 @@ def _log_traceback(tracker, output_dir: Path) -> None:
 def _train_and_log(cfg: DictConfig, validated: Validated, ctx: JobContext, tracker, frame) -> dict[str, float]:
     config = validated.config
     artifacts = log_config(cfg, ctx, tracker)
-    prepared = prepare_data(config, frame)
-    trained = train(validated, prepared, tracker, quiet=ctx.multirun or not config.trainer.verbose)
-    # The validation scores rank runs, so they always come from the network trained on weeks 1-7 only.
-    val_forecast = forecast(trained.network, prepared, prepared.split.val)
+    folds = prepare_folds(config, frame)  # one per backtest fold, oldest first; the last is data.split
+    backtested = backtest(validated, folds, tracker, quiet=ctx.multirun or not config.trainer.verbose)
+    # The validation scores rank runs, so they always come from the folds' networks, never the refit one.
+    prepared, trained = folds[-1], backtested[-1].trained
     if config.trainer.refit and trained.fit.best_epoch:
-        trained = refit(validated, prepared, trained, tracker)
-    scored = score(prepared, trained, val_forecast)
+        trained = refit(validated, prepared, trained, tracker, epochs=refit_epochs(backtested))
+    scored = score(prepared, trained, backtested)
     log_scores(tracker, trained, scored)
     write_artifacts(tracker, artifacts, cfg.model.name, prepared, trained, scored)
     if config.tracking.log_model:
@@ -461,6 +467,7 @@ class Scored:
     test_actual: np.ndarray  # (test origins, HORIZON), MW
     test_forecast: np.ndarray  # (test origins, HORIZON), MW
     heldout: HeldOut  # every forecast of data the network did not train on (runner.forecast.heldout)
+    fold_metrics: dict[str, list[float]] = field(default_factory=dict)  # fold_* per fold, oldest first
 
 
 def log_config(cfg: DictConfig, ctx: JobContext, tracker) -> Path:
@@ -477,20 +484,57 @@ def log_config(cfg: DictConfig, ctx: JobContext, tracker) -> Path:
 
 def prepare_data(config, frame) -> Prepared:
     """Split the series into train, val and test origins, fit the scale on the training weeks, and build
-    the training and validation arrays. `config` is a config_schema.RunConfig, `frame` the checked series."""
+    the training and validation arrays. `config` is a config_schema.RunConfig, `frame` the checked series.
+    This is the last backtest fold (prepare_folds builds them all)."""
+    from runner.forecast import series
+
+    s = config.data.split
+    values = frame["demand_mw"].to_numpy()
+    split = series.split_origins(
+        len(values),
+        _preprocessing(config).min_history,
+        s.train_weeks,
+        s.val_weeks,
+        s.test_weeks,
+        config.data.train_stride,
+    )
+    return _prepared(config, frame, split)
+
+
+def prepare_folds(config, frame) -> list[Prepared]:
+    """One Prepared per backtest fold (data.backtest), oldest first, each with its own scale fitted on its
+    own training origins; the test origins are the same in all. With folds=1 this is [prepare_data(...)]."""
+    from runner.forecast import series
+
+    s, b = config.data.split, config.data.backtest
+    splits = series.backtest_folds(
+        len(frame),
+        _preprocessing(config).min_history,
+        s.train_weeks,
+        s.val_weeks,
+        s.test_weeks,
+        folds=b.folds,
+        sliding_weeks=config.data.sliding_train_weeks(),
+        train_stride=config.data.train_stride,
+    )
+    return [_prepared(config, frame, split) for split in splits]
+
+
+def _preprocessing(config) -> Preprocessing:
+    from runner.forecast import forecaster
+
+    d = config.data
+    return forecaster.Preprocessing(window=d.window, features=list(d.features), lag_weeks=d.lag_weeks)
+
+
+def _prepared(config, frame, split: SplitOrigins) -> Prepared:
     import pandas as pd
 
-    from runner.forecast import forecaster, series
+    from runner.forecast import forecaster
 
     values = frame["demand_mw"].to_numpy()
     timestamps = pd.DatetimeIndex(frame["timestamp"])
-    prep = forecaster.Preprocessing(
-        window=config.data.window, features=list(config.data.features), lag_weeks=config.data.lag_weeks
-    )
-    s = config.data.split
-    split = series.split_origins(
-        len(values), prep.min_history, s.train_weeks, s.val_weeks, s.test_weeks, config.data.train_stride
-    )
+    prep = _preprocessing(config)
     prep.scale = forecaster.fit_scale(values, split.train)  # training weeks only
     return Prepared(
         frame,
@@ -521,18 +565,23 @@ def new_network(validated: Validated, prepared: Prepared):
     return network
 
 
-def train(validated: Validated, prepared: Prepared, tracker, *, quiet: bool) -> Trained:
+def train(validated: Validated, prepared: Prepared, tracker, *, quiet: bool, fold: tuple[int, int] = (1, 1)) -> Trained:
     """Seed TensorFlow, build the network and fit it on the training weeks with early stopping on the
-    validation week; every epoch's metrics go to the run in one call. `quiet`: epoch lines at debug level."""
+    validation week; every epoch's metrics go to the run in one call. `quiet`: epoch lines at debug level.
+    `fold` (k, of): a backtest fold; the last one's epochs are logged under their own names (loss,
+    val_loss, ...), an earlier one's as fold<k>_<name>, so no two trainings share a metric."""
     from runner.forecast import training
 
     config, t = validated.config, validated.config.trainer
+    k, of = fold
+    prefix = f"fold{k}_" if k < of else ""
+    where = f"fold {k}/{of} " if of > 1 else ""
     training.configure_tensorflow(config.seed, training.thread_budget(t.threads))
     network = new_network(validated, prepared)
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-        tracker.log_metrics(logs, step=epoch)  # one batched call per epoch
-        line = f"epoch {epoch:>3}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        tracker.log_metrics({f"{prefix}{k}": v for k, v in logs.items()}, step=epoch)  # one batched call
+        line = f"{where}epoch {epoch:>3}/{config.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
         if quiet:
             log.debug(line)
         else:
@@ -551,10 +600,42 @@ def train(validated: Validated, prepared: Prepared, tracker, *, quiet: bool) -> 
     return Trained(network, fit)
 
 
-def refit(validated: Validated, prepared: Prepared, trained: Trained, tracker) -> Trained:
-    """Retrain from scratch on weeks 1-8 for the epochs early stopping chose: the validation week is the
-    closest to what is forecast. The test weeks are still unseen; the run's forecaster is this network.
-    Its epochs are logged as refit_<metric>; its seconds are added to train_seconds."""
+@dataclass
+class FoldResult:
+    """One backtest fold trained and forecast: its network (kept for the last fold only) and fit, and its
+    validation forecasts in MW."""
+
+    trained: Trained
+    origins: np.ndarray  # the fold's validation origins
+    val_forecast: np.ndarray  # (origins, HORIZON), MW
+
+
+def backtest(validated: Validated, folds: list[Prepared], tracker, *, quiet: bool) -> list[FoldResult]:
+    """Train a fresh network per fold (same config and seed), early-stopped on the fold's own validation
+    weeks, and forecast them. Only the last fold's network is kept: it is the run's network without refit."""
+    results = []
+    for k, prepared in enumerate(folds, start=1):
+        trained = train(validated, prepared, tracker, quiet=quiet, fold=(k, len(folds)))
+        val_forecast = forecast(trained.network, prepared, prepared.split.val)
+        if k < len(folds):
+            trained = Trained(None, trained.fit)  # frees the network: only its fit and forecasts are needed
+        results.append(FoldResult(trained, prepared.split.val, val_forecast))
+    return results
+
+
+def refit_epochs(backtested: list[FoldResult]) -> int:
+    """The refit's epochs: the median of the folds' best epochs (one fold: its best epoch). An even number
+    of folds rounds a half up (2 and 3 -> 3): the refit trains on more weeks than any fold did."""
+    import numpy as np
+
+    return int(math.floor(float(np.median([r.trained.fit.best_epoch for r in backtested])) + 0.5))
+
+
+def refit(validated: Validated, prepared: Prepared, trained: Trained, tracker, *, epochs: int | None = None) -> Trained:
+    """Retrain from scratch on weeks 1-8 for the epochs early stopping chose (`epochs`: the backtest's
+    median; None: the fit's best epoch): the validation week is the closest to what is forecast. The test
+    weeks are still unseen; the run's forecaster is this network. Its epochs are logged as
+    refit_<metric>; its seconds are added to train_seconds."""
     import numpy as np
 
     from runner.forecast import training
@@ -566,7 +647,7 @@ def refit(validated: Validated, prepared: Prepared, trained: Trained, tracker) -
     seconds = training.refit(
         network,
         prepared.arrays(both),
-        epochs=trained.fit.best_epoch,
+        epochs=epochs or trained.fit.best_epoch,
         batch_size=config.batch_size,
         on_epoch_end=lambda epoch, logs: tracker.log_metrics({f"refit_{k}": v for k, v in logs.items()}, step=epoch),
     )
@@ -581,21 +662,33 @@ def forecast(network, prepared: Prepared, origins: np.ndarray) -> np.ndarray:
         return forecaster.forecast_origins(network, prepared.prep, prepared.frame, origins)
 
 
-def score(prepared: Prepared, trained: Trained, val_forecast: np.ndarray) -> Scored:
-    """Score the validation forecast and the run's network on the test weeks, always in MW, against the
-    actual demand and the weekly naive; every score finite, or this raises (nothing is logged)."""
+def score(prepared: Prepared, trained: Trained, backtested: list[FoldResult]) -> Scored:
+    """Score each fold's validation forecast and the run's network on the test weeks, always in MW, against
+    the actual demand and the weekly naive; every score finite, or this raises (nothing is logged).
+    val_* are the means over the folds (one fold: its scores), val_mape_worst the largest fold MAPE and
+    val_mape_spread the largest less the smallest; the fold_* series (steps 1..folds) go in fold_metrics."""
     from runner.forecast import scoring
     from runner.forecast.heldout import HeldOut, Part
 
     values, split, fit = prepared.values, prepared.split, trained.fit
-    val_actual = scoring.actuals(values, split.val)
-    val_scores = scoring.score(val_forecast, val_actual)
+    parts, fold_scores = [], []
+    for result in backtested:
+        val_actual = scoring.actuals(values, result.origins)
+        parts.append(Part(result.origins, result.val_forecast, val_actual))
+        fold_scores.append(scoring.score(result.val_forecast, val_actual))
     test_forecast = forecast(trained.network, prepared, split.test)
     test_actual = scoring.actuals(values, split.test)
     test_scores = scoring.score(test_forecast, test_actual)
     naive = scoring.score(scoring.seasonal_naive(values, split.test), test_actual)
+    fold_mape = [s.mape for s in fold_scores]
+    # a plain mean: with one fold it is that fold's value bit for bit
+    val = {name: sum(getattr(s, name) for s in fold_scores) / len(fold_scores) for name in ("rmse", "mae", "mape")}
     metrics = {
-        **val_scores.as_metrics("val"),
+        "val_rmse": val["rmse"],
+        "val_mae": val["mae"],
+        "val_mape": val["mape"],
+        "val_mape_worst": max(fold_mape),
+        "val_mape_spread": max(fold_mape) - min(fold_mape),
         **test_scores.as_metrics("test"),
         "test_mape_weekly_naive": naive.mape,
         "best_epoch": float(fit.best_epoch),
@@ -603,16 +696,32 @@ def score(prepared: Prepared, trained: Trained, val_forecast: np.ndarray) -> Sco
         "epochs_run": float(fit.epochs_run),
         "train_seconds": fit.train_seconds,
     }
-    check_finite(metrics, test_scores.mape_by_lead, [val_forecast, test_forecast], trained=fit.epochs_run > 0)
-    heldout = HeldOut([Part(split.val, val_forecast, val_actual)], Part(split.test, test_forecast, test_actual))
-    return Scored(metrics, test_scores, test_actual, test_forecast, heldout)
+    fold_metrics = {
+        "fold_val_mape": fold_mape,
+        "fold_val_rmse": [s.rmse for s in fold_scores],
+        "fold_val_mae": [s.mae for s in fold_scores],
+        "fold_best_epoch": [float(r.trained.fit.best_epoch) for r in backtested],
+        "fold_train_seconds": [r.trained.fit.train_seconds for r in backtested],
+    }
+    finite = {**metrics, **{f"{name}[{i}]": v for name, vs in fold_metrics.items() for i, v in enumerate(vs, 1)}}
+    check_finite(
+        finite,
+        test_scores.mape_by_lead,
+        [*(r.val_forecast for r in backtested), test_forecast],
+        trained=fit.epochs_run > 0,
+    )
+    heldout = HeldOut(parts, Part(split.test, test_forecast, test_actual))
+    return Scored(metrics, test_scores, test_actual, test_forecast, heldout, fold_metrics)
 
 
 def log_scores(tracker, trained: Trained, scored: Scored) -> None:
-    """The run's metrics in one call, then the test MAPE at each lead time as steps 1..48."""
+    """The run's metrics in one call, each fold_* series at steps 1..folds, then the test MAPE at each
+    lead time as steps 1..48."""
     if not trained.fit.epochs_run:  # nothing to train: record the starting point at step 0
         tracker.log_metrics({"val_loss": trained.fit.best_val_loss}, step=0)
     tracker.log_metrics(scored.metrics)
+    for name, values in scored.fold_metrics.items():
+        tracker.log_metric_steps(name, values, first_step=1)
     tracker.log_metric_steps("test_mape_by_lead", scored.test.mape_by_lead, first_step=1)
 
 

@@ -72,10 +72,15 @@ def test_metrics_are_those_recorded_before_the_split(name, overrides, tmp_path):
     logged = MlflowClient(cfg.tracking.uri).get_run(result.run_id).data.metrics
     recorded = RECORDED[name]
 
-    assert set(result.metrics) == {*recorded, "train_seconds"}
+    # added with data.backtest (folds=1 here, the default): one fold's worst is its MAPE, its spread 0
+    assert set(result.metrics) == {*recorded, "train_seconds", "val_mape_worst", "val_mape_spread"}
     for key, value in recorded.items():
         assert result.metrics[key] == pytest.approx(value, rel=1e-6, abs=0), key
         assert logged[key] == pytest.approx(value, rel=1e-6, abs=0), f"{key} in the store"
+    assert result.metrics["val_mape_worst"] == result.metrics["val_mape"] == logged["val_mape_worst"]
+    assert result.metrics["val_mape_spread"] == 0.0 == logged["val_mape_spread"]
+    fold_mape = MlflowClient(cfg.tracking.uri).get_metric_history(result.run_id, "fold_val_mape")
+    assert [(m.step, m.value) for m in fold_mape] == [(1, result.metrics["val_mape"])]
     assert math.isfinite(result.metrics["train_seconds"]) and result.metrics["train_seconds"] > 0
     if name == "linear_refit":  # the refit ran, and logged its epochs under their own names
         history = MlflowClient(cfg.tracking.uri).get_metric_history(result.run_id, "refit_loss")

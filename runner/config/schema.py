@@ -38,7 +38,18 @@ GATE_OPS = ("<", "<=", ">", ">=")
 MODES = ("min", "max")
 # Metrics a policy may rank or gate on: the validation weeks' scores and training facts. The test
 # weeks' scores are reported but never chosen by: choosing by them would make every test number a lie.
-POLICY_METRICS = ("val_mape", "val_rmse", "val_mae", "best_val_loss", "best_epoch", "train_seconds")
+# With data.backtest.folds > 1, val_* are means over the folds; val_mape_worst and val_mape_spread (max - min,
+# percentage points) say how steady a config is across them.
+POLICY_METRICS = (
+    "val_mape",
+    "val_rmse",
+    "val_mae",
+    "val_mape_worst",
+    "val_mape_spread",
+    "best_val_loss",
+    "best_epoch",
+    "train_seconds",
+)
 ALLOWED_STAGES = ("Staging", "Production")
 # Every policy metric is an error, a loss, an epoch or a duration: never negative (a gate `< 0` never passes).
 NON_NEGATIVE_METRICS = POLICY_METRICS
@@ -88,6 +99,33 @@ class SplitWeeks:
                 _fail(f"data.split.{key}", f"must be >= 1; got {getattr(self, key)}")
 
 
+BACKTEST_WINDOWS = ("expanding", "sliding")
+
+
+@dataclass
+class BacktestConfig:
+    """data.backtest: rolling-origin folds inside the training and validation weeks (runner.forecast.series.
+    backtest_folds). The last fold is data.split itself; folds=1 is the plain split."""
+
+    folds: int = 1
+    window: str = "expanding"  # expanding: every week before a fold's validation; sliding: the last train_weeks
+    train_weeks: int | None = None  # sliding only; null: the first fold's expanding length
+
+    def __post_init__(self):
+        if self.folds < 1:
+            _fail("data.backtest.folds", f"must be >= 1; got {self.folds}")
+        _one_of("data.backtest.window", self.window, BACKTEST_WINDOWS)
+        if self.train_weeks is not None:
+            if self.window != "sliding":
+                _fail(
+                    "data.backtest.train_weeks",
+                    f"is the length of a sliding window: set data.backtest.window=sliding or leave it null; "
+                    f"got {self.train_weeks} with window={self.window}",
+                )
+            if self.train_weeks < 1:
+                _fail("data.backtest.train_weeks", f"must be >= 1 or null; got {self.train_weeks}")
+
+
 @dataclass
 class DataConfig:
     path: str | None = None
@@ -95,6 +133,7 @@ class DataConfig:
     features: list[str] = field(default_factory=lambda: ["recent", "last_week", "calendar"])
     lag_weeks: int = 2
     split: SplitWeeks = field(default_factory=SplitWeeks)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
     train_stride: int = 1
 
     def __post_init__(self):
@@ -110,8 +149,39 @@ class DataConfig:
             _fail("data.features", f"lists a feature twice: {self.features}")
         if self.train_stride < 1:
             _fail("data.train_stride", f"must be >= 1; got {self.train_stride}")
+        self._check_backtest_room()
         if self.path is not None and not Path(self.path).expanduser().is_file():
             _fail("data.path", f"no such file: {self.path} (null uses the shipped UK demand series)")
+
+    def first_fold_train_weeks(self) -> int:
+        """The training weeks before the first (oldest) fold's validation weeks."""
+        return self.split.train_weeks - (self.backtest.folds - 1) * self.split.val_weeks
+
+    def sliding_train_weeks(self) -> int | None:
+        """A sliding window's fixed training length in weeks (its null resolved); None when expanding."""
+        if self.backtest.window != "sliding":
+            return None
+        return self.backtest.train_weeks or self.first_fold_train_weeks()
+
+    def shortest_fold_train_weeks(self) -> int:
+        return self.sliding_train_weeks() or self.first_fold_train_weeks()
+
+    def _check_backtest_room(self) -> None:
+        b, s = self.backtest, self.split
+        room = self.first_fold_train_weeks()
+        if room < 1:
+            _fail(
+                "data.backtest.folds",
+                f"{b.folds} folds of {s.val_weeks} validation week(s) leave the first fold no training week "
+                f"inside the {s.train_weeks + s.val_weeks} weeks before the test; at most "
+                f"{(s.train_weeks - 1) // s.val_weeks + 1} with data.split.train_weeks={s.train_weeks}",
+            )
+        if b.train_weeks is not None and b.train_weeks > room:
+            _fail(
+                "data.backtest.train_weeks",
+                f"a sliding window of {b.train_weeks} weeks does not fit before the first fold's validation "
+                f"weeks ({room} weeks with {b.folds} folds); at most {room}",
+            )
 
 
 @dataclass

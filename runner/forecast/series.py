@@ -201,6 +201,16 @@ def check_data(data, key: str = "data.path") -> Loaded:
     check_split(len(loaded.frame), s.train_weeks, s.val_weeks, s.test_weeks, where)
     prep = Preprocessing(window=data.window, features=list(data.features), lag_weeks=data.lag_weeks)
     check_history_fits(prep, s.train_weeks, len(loaded.frame), where)
+    shortest = data.shortest_fold_train_weeks()
+    if shortest < s.train_weeks:  # backtest folds train on fewer weeks: each must still hold an origin
+        try:
+            check_history_fits(prep, shortest, len(loaded.frame), where)
+        except SeriesError as error:
+            raise SeriesError(
+                f"data.backtest.folds: {data.backtest.folds} folds ({data.backtest.window}) train the shortest "
+                f"fold on {shortest} weeks, too few for the history the features need; use fewer folds. "
+                f"({error})"
+            ) from None
     return loaded
 
 
@@ -237,3 +247,61 @@ def split_origins(
     if len(split.train) == 0:
         raise ValueError(f"data.window: {min_history} values of history leave no training origins")
     return split
+
+
+@dataclass(frozen=True)
+class FoldWeeks:
+    """One backtest fold in 1-based weeks, both ends included: it trains on first_train..last_train and
+    validates on first_val..last_val."""
+
+    first_train: int
+    last_train: int
+    first_val: int
+    last_val: int
+
+
+def fold_weeks(train_weeks: int, val_weeks: int, folds: int, sliding_weeks: int | None = None) -> list[FoldWeeks]:
+    """The folds, oldest first, inside weeks 1..train_weeks+val_weeks. Fold f of F validates on the
+    val_weeks weeks ending (F-f)*val_weeks weeks before the test weeks, and trains on every week before
+    them (sliding_weeks None: expanding) or on the last sliding_weeks of them. The last fold is data.split."""
+    out = []
+    for f in range(1, folds + 1):
+        last_val = train_weeks + val_weeks - (folds - f) * val_weeks
+        last_train = last_val - val_weeks
+        first_train = 1 if sliding_weeks is None else last_train - sliding_weeks + 1
+        if first_train < 1 or first_train > last_train:
+            raise ValueError(f"data.backtest: fold {f} of {folds} has no training weeks ({first_train}..{last_train})")
+        out.append(FoldWeeks(first_train, last_train, last_train + 1, last_val))
+    return out
+
+
+def backtest_folds(
+    n_values: int,
+    min_history: int,
+    train_weeks: int,
+    val_weeks: int,
+    test_weeks: int,
+    folds: int = 1,
+    sliding_weeks: int | None = None,
+    train_stride: int = 1,
+) -> list[SplitOrigins]:
+    """Each fold's origins, oldest first: training origins with all their targets in the fold's training
+    weeks (a sliding window bounds the targets; the inputs may look further back, as validation origins'
+    inputs reach into the training weeks), validation origins with all their targets in its validation
+    weeks, and the test origins of data.split (the same for every fold). With the expanding window the
+    last fold is exactly split_origins(...); folds=1 is the plain split."""
+    plain = split_origins(n_values, min_history, train_weeks, val_weeks, test_weeks, train_stride)
+    first = min_history - 1
+    out = []
+    for weeks in fold_weeks(train_weeks, val_weeks, folds, sliding_weeks):
+        train_start, train_end = (weeks.first_train - 1) * WEEK, weeks.last_train * WEEK
+        val_end = weeks.last_val * WEEK
+        # as split_origins' within(): o + 1 >= first target, o + HORIZON <= last target, o >= first
+        train = np.arange(max(train_start - 1, first), train_end - HORIZON)[::train_stride]
+        val = np.arange(max(train_end - 1, first), val_end - HORIZON)
+        if len(train) == 0:
+            raise ValueError(
+                f"data.backtest.folds: fold weeks {weeks.first_train}-{weeks.last_train} leave no training origins"
+            )
+        out.append(SplitOrigins(train=train, val=val, test=plain.test))
+    return out

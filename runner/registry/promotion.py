@@ -438,6 +438,14 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
             f"champion version {champion['version']} {why}; the policy refuses to compare "
             f"(registry.champion.on_data_mismatch={policy.champion.on_data_mismatch}, metric {policy.metric})"
         )
+    if ":backtest=" in winner.tags.get(PROTOCOL_TAG, ""):
+        # the winner's val_* are means over backtest folds, each from a network trained before its fold;
+        # a registered forecaster scored on those weeks would be scored on data it may have trained on
+        raise PolicyError(
+            f"champion version {champion['version']} {why}, and the winner's {policy.metric} is a mean over "
+            f"backtest folds ({winner.tags.get(PROTOCOL_TAG)}), which re-scoring a registered forecaster cannot "
+            "reproduce; to compare, run the champion's config with the same data.backtest in this sweep"
+        )
     log.info(f"champion version {champion['version']} {why}: re-scoring it on this sweep's validation weeks")
     from runner.forecast.training import import_tensorflow_quietly
 

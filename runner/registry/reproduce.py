@@ -22,7 +22,7 @@ from runner.contract import DATA_FINGERPRINT_TAG, GIT_COMMIT_TAG, REPRODUCES_TAG
 from runner.job import REPRODUCES_ENV, git_state  # no TensorFlow: the job imports it only to train
 from runner.registry.lineage import get_run, run_overrides
 
-UNCOMPARABLE_METRICS = ("train_seconds",)  # wall-clock time differs from run to run
+UNCOMPARABLE_METRICS = ("train_seconds", "fold_train_seconds")  # wall-clock time differs from run to run
 
 
 @dataclass
