@@ -168,24 +168,57 @@ def test_the_folds_change_the_jobs_identity_so_reuse_retrains():
     assert three != identity("data.backtest.folds=3", "data.backtest.window=sliding")
 
 
-@pytest.mark.parametrize("on_mismatch", ["rescore", "refuse"])
-def test_a_champion_under_the_plain_protocol_is_not_compared_with_a_backtested_winner(tmp_path, on_mismatch):
+def test_a_champion_under_the_plain_protocol_is_not_compared_as_is_with_a_backtested_winner(tmp_path):
     """The champion was scored on week 8 alone; a backtested winner's val_mape is a mean over folds: the
-    protocol tags differ, so the policy rescores or refuses, and a rescore of a mean over folds is refused."""
+    protocol tags differ, so a refusing policy refuses (the rescoring one is tested on real models below)."""
     from runner.errors import PolicyError
 
     store = SyntheticStore(tmp_path)
-    policy = make_policy(model_name="backtest-protocol", champion={"on_data_mismatch": on_mismatch})
+    policy = make_policy(model_name="backtest-protocol", champion={"on_data_mismatch": "refuse"})
     first = store.make_sweep([3.0])
     store.decide(first, policy)
     assert store.alias_version("backtest-protocol", "champion") == "1"
     second = store.make_sweep([2.0])
     store.client.set_tag(second.run_ids[0], "runner.protocol", "v1:weeks=7/1/4:horizon=48:backtest=3xexpanding")
-    with pytest.raises(PolicyError, match="scored on other data or protocol") as error:
+    with pytest.raises(PolicyError, match="scored on other data or protocol.*refuses to compare"):
         store.decide(second, policy)
-    expected = "mean over backtest folds" if on_mismatch == "rescore" else "refuses to compare"
-    assert expected in str(error.value)
     assert store.alias_version("backtest-protocol", "champion") == "1"
+
+
+@pytest.mark.slow
+def test_a_champion_is_rescored_on_the_winners_folds(tmp_path):
+    """Rescoring a champion for a backtested winner scores its forecaster on each of the winner's folds and
+    averages, as the winner's own val_* were made; one fold is the plain week 8, where a champion trained
+    on weeks 1-7 (no refit) scores exactly what its run logged."""
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from runner.registry.promotion import rescore
+
+    overrides = [*TINY_LINEAR[:-1], "tracking.log_model=true"]
+    cfg = pointed_at(compose_config(overrides), tmp_path)
+    champion = run_job_in_process(cfg, overrides)
+    run = MlflowClient(cfg.tracking.uri).get_run(champion.run_id)
+    forecaster = mlflow.pyfunc.load_model(run.data.tags["runner.forecaster_uri"]).unwrap_python_model()
+
+    plain = rescore(forecaster, run.data.params, "val_mape")
+    assert plain == pytest.approx(champion.metrics["val_mape"], rel=1e-6)
+    three = {**run.data.params, "data.backtest.folds": "3"}
+    mean, worst, spread = (rescore(forecaster, three, m) for m in ("val_mape", "val_mape_worst", "val_mape_spread"))
+    assert worst >= plain and worst >= mean > worst - spread  # the mean lies between the best and worst fold
+    assert spread > 0  # weeks 6, 7 and 8 differ
+    assert mean != pytest.approx(plain, rel=1e-6)  # weeks 6 and 7 count: not week 8 alone
+    # each fold's origins scored by hand: the mean and the worst are over exactly these three weeks
+    from runner.forecast import scoring
+
+    frame = series.load_series(series.shipped_series_path())
+    folds = series.backtest_folds(len(frame), forecaster.prep.min_history, 7, 1, 4, folds=3)
+    values = frame["demand_mw"].to_numpy()
+    by_hand = [
+        scoring.score(forecaster.forecast_many(frame, f.val), scoring.actuals(values, f.val)).mape for f in folds
+    ]
+    assert by_hand[-1] == pytest.approx(plain, rel=1e-12)
+    assert mean == pytest.approx(np.mean(by_hand), rel=1e-12) and worst == max(by_hand)
 
 
 # -- jobs -----------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ log = logging.getLogger("runner")
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 MAX_SWEEP_RUNS = 50000  # MLflow's upper bound for one search request
 REPORT_TOP = 10
-RESCORABLE = ("val_mape", "val_rmse", "val_mae")
+RESCORABLE = ("val_mape", "val_rmse", "val_mae", "val_mape_worst", "val_mape_spread")
 # The console's decision table: every job up to TABLE_ROWS rows (at least TABLE_RANKED of the ranked ones),
 # then "N more"; promotion/decision.json always lists every job.
 TABLE_ROWS = 12
@@ -438,14 +438,6 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
             f"champion version {champion['version']} {why}; the policy refuses to compare "
             f"(registry.champion.on_data_mismatch={policy.champion.on_data_mismatch}, metric {policy.metric})"
         )
-    if ":backtest=" in winner.tags.get(PROTOCOL_TAG, ""):
-        # the winner's val_* are means over backtest folds, each from a network trained before its fold;
-        # a registered forecaster scored on those weeks would be scored on data it may have trained on
-        raise PolicyError(
-            f"champion version {champion['version']} {why}, and the winner's {policy.metric} is a mean over "
-            f"backtest folds ({winner.tags.get(PROTOCOL_TAG)}), which re-scoring a registered forecaster cannot "
-            "reproduce; to compare, run the champion's config with the same data.backtest in this sweep"
-        )
     log.info(f"champion version {champion['version']} {why}: re-scoring it on this sweep's validation weeks")
     from runner.forecast.training import import_tensorflow_quietly
 
@@ -457,21 +449,39 @@ def _champion_value(registry, policy: Policy, champion: dict, winner: Candidate)
 
 
 def rescore(forecaster, params: dict[str, str], metric: str) -> float:
-    """Score a forecaster (the unwrapped DemandForecaster of a registered version) on the validation
-    origins of a run's data (from its params)."""
+    """Score a forecaster (the unwrapped forecaster of a registered version) as a run with these params was
+    validated: on each backtest fold's validation origins of the run's data, then the mean over folds
+    (val_mape_worst: the worst fold, val_mape_spread: worst - best), as runner.job does for the run itself.
+    A champion may have trained on some of those weeks (an earlier fold's, or all of them after a refit):
+    that favours the champion, so a challenger that beats it has beaten it on the champion's home ground."""
     from runner.forecast import scoring, series
+    from runner.forecast.combined import member_min_history  # a single forecaster's prep, or a combination's
 
     path = params.get("data.path")
     data_path = series.resolve_path(None if path in (None, "null", "None") else path)
     frame = series.load_series(data_path)
     defaults = {"train_weeks": DEFAULT_TRAIN_WEEKS, "val_weeks": DEFAULT_VAL_WEEKS, "test_weeks": DEFAULT_TEST_WEEKS}
     weeks = [int(params.get(f"data.split.{key}", default)) for key, default in defaults.items()]
-    from runner.forecast.combined import member_min_history  # a single forecaster's prep, or a combination's
-
-    split = series.split_origins(len(frame), member_min_history(forecaster), *weeks)
-    forecast = forecaster.forecast_many(frame, split.val)
-    scores = scoring.score(forecast, scoring.actuals(frame["demand_mw"].to_numpy(), split.val))
-    return scores.as_metrics("val")[metric]
+    sliding = params.get("data.backtest.window") == "sliding"
+    sliding_weeks = params.get("data.backtest.train_weeks")
+    folds = series.backtest_folds(
+        len(frame),
+        member_min_history(forecaster),
+        *weeks,
+        folds=int(params.get("data.backtest.folds", 1)),
+        sliding_weeks=(int(sliding_weeks) if sliding_weeks not in (None, "null", "None") else None)
+        if sliding
+        else None,
+    )
+    values = frame["demand_mw"].to_numpy()
+    by_fold = [
+        scoring.score(forecaster.forecast_many(frame, fold.val), scoring.actuals(values, fold.val)).as_metrics("val")
+        for fold in folds
+    ]
+    if metric in ("val_mape_worst", "val_mape_spread"):
+        mapes = [m["val_mape"] for m in by_fold]
+        return max(mapes) if metric == "val_mape_worst" else max(mapes) - min(mapes)
+    return sum(m[metric] for m in by_fold) / len(by_fold)
 
 
 def _existing_version(registry, policy: Policy, winner: Candidate) -> dict | None:
