@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import fixed_costs, promotion_hook, resume, startup, sweep_throughput, tracking_overhead
+from bench import backtest, combine, fixed_costs, promotion_hook, resume, startup, sweep_throughput, tracking_overhead
 from bench.report import SECTIONS, Row, format_table, machine, write_json
 
 
@@ -41,6 +41,10 @@ class Plan:
     resume_rounds: int
     resume_reruns: int
     resume_grid: tuple[str, ...]
+    backtest_rounds: int
+    backtest_job: tuple[str, ...]
+    combine_reps: int
+    combine_sweep: tuple[str, ...]
 
 
 FULL = Plan(
@@ -57,6 +61,10 @@ FULL = Plan(
     resume_rounds=1,
     resume_reruns=3,
     resume_grid=tuple(resume.FULL_GRID),
+    backtest_rounds=2,
+    backtest_job=tuple(backtest.FULL_JOB),
+    combine_reps=3,
+    combine_sweep=tuple(combine.FULL_SWEEP),
 )
 QUICK = Plan(
     startup_reps=2,
@@ -72,6 +80,10 @@ QUICK = Plan(
     resume_rounds=1,
     resume_reruns=1,
     resume_grid=tuple(resume.QUICK_GRID),
+    backtest_rounds=1,
+    backtest_job=tuple(backtest.QUICK_JOB),
+    combine_reps=1,
+    combine_sweep=tuple(combine.QUICK_SWEEP),
 )
 FIXED_COST_RUN = ["epochs=1", "data.train_stride=16"]  # the default LSTM; its short training is excluded
 
@@ -101,13 +113,23 @@ def steps(plan: Plan, workdir: Path) -> dict[str, tuple[str, Callable[[], list[R
             resume.SECTION,
             lambda: resume.measure(plan.resume_rounds, workdir, list(plan.resume_grid), plan.resume_reruns),
         ),
+        "backtest": (
+            backtest.SECTION,
+            lambda: backtest.measure(plan.backtest_rounds, workdir, list(plan.backtest_job)),
+        ),
+        "combine": (
+            combine.SECTION,
+            lambda: combine.measure(plan.combine_reps, workdir, list(plan.combine_sweep)),
+        ),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller workloads (CI)")
-    parser.add_argument("--only", default="", help="comma-separated: startup,tracking,fixed,hook,sweep,resume")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: startup,tracking,fixed,hook,sweep,resume,backtest,combine"
+    )
     parser.add_argument(
         "--out",
         type=Path,

@@ -24,6 +24,8 @@ SECTIONS = (
     "sweep throughput",
     "peak memory",
     "resume",
+    "backtest",
+    "combine",
 )
 
 

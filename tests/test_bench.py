@@ -24,6 +24,8 @@ SECTIONS = (
     "sweep throughput",
     "peak memory",
     "resume",
+    "backtest",
+    "combine",
 )
 
 
@@ -67,6 +69,9 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
         "speed-up joblib / basic (paired rounds)",
         "re-run / first run",
         "resumed / full sweep (first run above)",
+        "ratio 3-fold / (1-fold + extra folds' training)",
+        "build and log the top-3 combination",
+        "TensorFlow imported by the hook's process",
     ):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
