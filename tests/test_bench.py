@@ -75,3 +75,22 @@ def test_quick_bench_prints_every_section(tmp_path: Path):
     ):
         assert expected in labels, f"{expected!r} not measured; rows: {sorted(labels)}"
     assert not (tmp_path / "outputs").exists()  # the bench works in temporary folders only
+
+
+def test_the_selection_study_ranks_and_chooses_by_each_protocol():
+    from bench.selection import spearman, summarise
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # a tie gets the mean rank
+    runs = [
+        {"run": "a", "week8": 1.0, "folds3": 3.0, "test": 2.0},  # best on week 8 alone
+        {"run": "b", "week8": 2.0, "folds3": 1.0, "test": 1.0},  # best over three folds, and on test
+        {"run": "c", "week8": 3.0, "folds3": 2.0, "test": 3.0},
+    ]
+    summary = summarise(runs)
+    assert summary["chosen_by_week8"]["run"] == "a" and summary["chosen_by_folds3"]["run"] == "b"
+    assert summary["best_on_test"]["run"] == "b"
+    assert summary["spearman_folds3_vs_test"] == pytest.approx(0.5)
+    assert summary["spearman_week8_vs_test"] == pytest.approx(0.5)
+    assert [r["run"] for r in summary["runs"]] == ["b", "c", "a"]
