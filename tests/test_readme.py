@@ -157,6 +157,31 @@ def test_every_block_is_marked_or_runnable() -> None:
     assert any(step.skip is None for step in steps()), "the README's blocks were not found"
 
 
+CITED_TEST = re.compile(r"`(?:tests/)?(test_\w+\.py)(?:::(test_\w+))?`|`(test_\w+)`")
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    """The README cites tests as evidence (`test_x.py::test_name`, then bare `test_name`s of that file on
+    the same line): each must be a test function there, so a renamed test leaves no promise without proof."""
+    defined = {
+        path.name: set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+        for path in (REPO / "tests").glob("test_*.py")
+    }
+    cited, missing = 0, []
+    for line in README.read_text().splitlines():
+        file = None
+        for match in CITED_TEST.finditer(line):
+            file = match.group(1) or file
+            name = match.group(2) or match.group(3)
+            if not name or not file:  # a bare `test_mape` with no file before it is a metric's name
+                continue
+            cited += 1
+            if name not in defined.get(file, set()):
+                missing.append(f"{file}::{name}")
+    assert cited > 10, "the README cites (almost) no test: the pattern no longer matches its style"
+    assert not missing, f"the README names tests that do not exist: {missing}"
+
+
 def test_the_readme_says_its_snippets_run_with_the_test_overrides() -> None:
     text = README.read_text()
     assert " ".join(TEST_OVERRIDES) in text and "tests/test_readme.py" in text, (
