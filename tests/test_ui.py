@@ -118,7 +118,7 @@ def test_the_registered_model_page_shows_the_version_holding_champion(server_swe
 @contextlib.contextmanager
 def serve_embedded(folder: Path) -> Iterator[str]:
     """`scripts/mlflow-server --embedded <folder>/outputs` (what `make ui` runs) until the block ends;
-    yields its base URL."""
+    yields its base URL. Its log holds no warning or traceback."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     command = [
@@ -133,6 +133,8 @@ def serve_embedded(folder: Path) -> Iterator[str]:
     ]
     with serving(command, folder / "ui.log", http_ok(f"{base_url}/health")):
         yield base_url
+    log = (folder / "ui.log").read_text()
+    assert "Warning" not in log and "Traceback" not in log, log[-3000:]  # make ui starts quietly
 
 
 @pytest.fixture
