@@ -96,3 +96,27 @@ def test_the_installed_cli_validates_against_the_installed_models(installed, tmp
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: model.nosuch: unknown key")
+
+
+def test_the_environment_is_exactly_the_constraints_file_and_consistent():
+    """make install puts exactly constraints.txt's versions in the environment (a new Hydra candidate
+    arrives through a commit, never by surprise), and pip finds no broken requirement among them."""
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def pins(text: str) -> dict[str, str]:
+        found = {}
+        for line in text.splitlines():
+            name, sep, version = line.strip().partition("==")
+            if sep and not line.startswith("#"):
+                found[name.lower().replace("_", "-")] = version.strip()
+        return found
+
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, timeout=120
+    )
+    installed, pinned = pins(frozen.stdout), pins((REPO / "constraints.txt").read_text())
+    differ = {
+        name: (installed.get(name), version) for name, version in pinned.items() if installed.get(name) != version
+    }
+    assert not differ, f"installed != constraints.txt (installed, pinned): {differ}; run make install"
