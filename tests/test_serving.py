@@ -154,6 +154,11 @@ def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_
         status, answer = post(f"{url}/invocations", split_body(history.iloc[-(need - 1) :]))
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert answer["message"].endswith(f"history has {need - 1} rows; this model needs at least {need}"), answer
+        # a missing half-hour: HTTP 400 and the forecaster's own one-line reason, as in-process
+        gap = history.drop(index=history.index[len(history) // 2])
+        status, answer = post(f"{url}/invocations", split_body(gap))
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert "gap" in answer["message"] and "\n" not in answer["message"].strip(), answer
     # SIGTERM to the group ended it all: uvicorn, the child, went with its parent
     assert server.stopped_cleanly, f"a process of the server's group outlived SIGTERM:\n{server.log_tail()}"
 
