@@ -180,6 +180,23 @@ def test_a_missing_reference_is_one_line_before_anything_is_scored(naive_run: Fi
     assert json.loads(record.read_text()) == []
 
 
+@pytest.mark.slow
+def test_a_runs_forecaster_is_scored_as_a_reference(naive_run: FinishedRun, capsys):
+    """`--reference run:<RUN_ID>`: the forecaster a run logged, e.g. a sweep's best single model when a
+    combination became the champion; a run without one is a one-line error before anything is scored."""
+    from runner.forecast.evaluate import main
+
+    uri, run_id = naive_run.tracking_uri, naive_run.run.info.run_id
+    assert main(["--model", f"{MODEL}@champion", "--reference", f"run:{run_id}", "--json", "--tracking-uri", uri]) == 0
+    result = json.loads(capsys.readouterr().out)
+    reference = result["references"][f"run:{run_id}"]
+    assert reference["mape"] == pytest.approx(result["forecaster"]["mape"], rel=1e-12)  # the champion is that run's
+    missing = "0" * 32
+    assert main(["--model", f"{MODEL}@champion", "--reference", f"run:{missing}", "--tracking-uri", uri]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and missing in err and len(err.splitlines()) == 1, err
+
+
 def test_usage_errors_exit_2_without_loading_anything(tmp_path: Path):
     for args, message in (
         ([], "one of the arguments --model --run is required"),
@@ -187,7 +204,11 @@ def test_usage_errors_exit_2_without_loading_anything(tmp_path: Path):
         (["--model", "m@a", "--version", "1"], "give one of them"),
         (["--run", "r", "--version", "1"], "--version: only with --model NAME"),
         (["--model", "m", "--version", "x"], "--version: must be a number"),
-        (["--model", "m@a", "--reference", "other"], "--reference: give NAME@alias or NAME/version; got 'other'"),
+        (
+            ["--model", "m@a", "--reference", "other"],
+            "--reference: give NAME@alias, NAME/version or run:RUN_ID; got 'other'",
+        ),
+        (["--model", "m@a", "--reference", "run:123"], "got 'run:123'"),
     ):
         done = evaluate_cli(*args, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,9 @@ class Evaluation:
 
 
 # -- which model --------------------------------------------------------------------------------------
+RUN_REFERENCE = "run:"  # --reference run:<RUN_ID>: the forecaster that run logged
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runner.evaluate",
@@ -96,7 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME@ALIAS",
-        help="another registered model (NAME@alias or NAME/version) scored beside it; repeatable",
+        help="another model scored beside it: a registered one (NAME@alias or NAME/version), or the forecaster "
+        "a run logged (run:RUN_ID); repeatable",
     )
     parser.add_argument(
         "--data",
@@ -128,12 +133,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--version: only with --model NAME")
     for reference in args.reference:
         if reference_parts(reference) is None:
-            parser.error(f"--reference: give NAME@alias or NAME/version; got {reference!r}")
+            parser.error(f"--reference: give NAME@alias, NAME/version or run:RUN_ID; got {reference!r}")
     return args
 
 
 def reference_parts(reference: str) -> tuple[str, str] | None:
-    """(name, "@alias" or version number) of a --reference, None when it is neither form."""
+    """(name, "@alias" or version number) of a --reference, ("run:", run id) for a run's forecaster,
+    None when it is none of these forms."""
+    if reference.startswith(RUN_REFERENCE):
+        run_id = reference[len(RUN_REFERENCE) :]
+        return (RUN_REFERENCE, run_id) if re.fullmatch(r"[0-9a-f]{32}", run_id) else None
     name, at, alias = reference.partition("@")
     if at:
         return (name, f"@{alias}") if name and alias else None
@@ -171,9 +180,21 @@ def resolve_model(args: argparse.Namespace, registry=None) -> tuple[str, str, di
 
 
 def resolve_reference(registry, reference: str) -> str:
-    """The model URI of a --reference (NAME@alias or NAME/version); RunnerError when the model, alias
-    or version does not exist, so that a typo stops the command before anything is scored."""
+    """The model URI of a --reference (NAME@alias, NAME/version or run:RUN_ID); RunnerError when the
+    model, alias, version, run or its forecaster does not exist, so that a typo stops the command before
+    anything is scored."""
     name, which = reference_parts(reference)
+    if name == RUN_REFERENCE:
+        from runner.errors import RunNotFound
+        from runner.tracking import get_run_or_raise
+
+        run = get_run_or_raise(registry.client, which, registry.store.display_uri)
+        uri = run.data.tags.get(FORECASTER_URI_TAG)
+        if not uri:
+            raise RunNotFound(
+                f"--reference {reference}: the run has no logged forecaster (no {FORECASTER_URI_TAG} tag)"
+            )
+        return uri
     registry.resolve_version(name, which)
     return f"models:/{reference}"
 
