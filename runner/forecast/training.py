@@ -56,6 +56,9 @@ def _import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    # "5 out of the last 5 calls ... triggered tf.function retracing": said when one process forecasts with
+    # several networks (a combined forecaster's members, a model and its references), where it is expected
+    tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 
