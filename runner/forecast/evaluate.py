@@ -352,13 +352,18 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
+def _short_label(reference: str) -> str:
+    """A plot's legend: `run 531d487c` for run:<32 hex>, the reference itself otherwise."""
+    return f"run {reference[len(RUN_REFERENCE) :][:8]}" if reference.startswith(RUN_REFERENCE) else reference
+
+
 def save_plot(result: Evaluation, path: Path) -> Path:
     from runner.forecast import plots
 
     path.parent.mkdir(parents=True, exist_ok=True)
     curves = {
         result.label: result.model_by_lead,
-        **result.references,
+        **{_short_label(reference): by_lead for reference, by_lead in result.references.items()},
         "weekly seasonal naive": result.weekly_by_lead,
         "daily seasonal naive": result.daily_by_lead,
     }

@@ -51,11 +51,11 @@ def forecast_vs_actual(
 
 def mape_by_lead(curves: dict[str, np.ndarray], path: Path, title: str = "MAPE by lead time") -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4 + 0.25 * len(curves)))
     for label, values in curves.items():
         ax.plot(np.arange(1, len(values) + 1), values, label=f"{label} (mean {np.mean(values):.2f}%)")
     ax.set(xlabel="lead time (half-hours)", ylabel="MAPE (%)", title=title)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")  # below: never over a curve
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
