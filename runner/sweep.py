@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -188,7 +189,7 @@ def reuse_plan(config: DictConfig, jobs: list[PlannedJob]) -> list[tuple[Planned
     if not jobs:
         return []
     c = jobs[0].validated.config
-    store = resolve_store(c.tracking.uri, f"{config.hydra.runtime.cwd}/{c.tracking.store_dir}")
+    store = resolve_store(c.tracking.uri, Path(config.hydra.runtime.cwd) / c.tracking.store_dir)
     database = sqlite_path(store.tracking_uri)
     experiment = None
     if database is None or database.is_file():
@@ -433,7 +434,8 @@ def start_sweep(config: DictConfig) -> SweepState:
         check_optuna_storage(OmegaConf.select(config, "hydra.sweeper.storage"))
     c = validated.config
     base_dir = config.hydra.runtime.cwd
-    store = resolve_store(c.tracking.uri, f"{base_dir}/{c.tracking.store_dir}")
+    # a Path join, so that an absolute tracking.store_dir stays absolute (as in the jobs, runner.job)
+    store = resolve_store(c.tracking.uri, Path(base_dir) / c.tracking.store_dir)
     check_reachable(store)
 
     sweep_id = OmegaConf.select(config, f"hydra.job.env_set.{SWEEP_ID_ENV}")

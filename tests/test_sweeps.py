@@ -334,3 +334,22 @@ def test_parallel_jobs_share_the_cores_instead_of_oversubscribing_them(monkeypat
     monkeypatch.setenv(training.PARALLEL_JOBS_ENV, "16")
     assert training.thread_budget(None) == 1
     assert training.thread_budget(3) == 3  # trainer.threads, when set, wins
+
+
+@pytest.mark.slow
+def test_an_absolute_store_dir_holds_the_parent_and_its_jobs(tmp_path):
+    """`tracking.store_dir=/abs/path`: the sweep's main process and its joblib workers open the same
+    store (the parent's path was once joined as text and lost its root: the jobs found no parent)."""
+    from helpers.cli import run_cli
+    from helpers.store import store_runs
+
+    store = tmp_path / "elsewhere" / "store"
+    work = tmp_path / "work"
+    work.mkdir()
+    cli = run_cli(
+        ["--multirun", "model=naive", "seed=1,2", "hydra/launcher=joblib", f"tracking.store_dir={store}"], work
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    runs = store_runs(store / "mlflow.db")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3, runs  # the parent and its two jobs
+    assert not (work / "outputs" / "mlflow.db").exists()
