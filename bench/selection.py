@@ -61,7 +61,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def read_runs(db: Path) -> list[dict]:
-    """The newest sweep's finished child runs: name, week-8 MAPE, 3-fold mean, test MAPE."""
+    """The newest sweep's finished child runs: the grid's values, week-8 MAPE, 3-fold mean, test MAPE."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
         parent = connection.execute(
             "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
@@ -69,7 +69,7 @@ def read_runs(db: Path) -> list[dict]:
             (SWEEP_ROLE_TAG,),
         ).fetchone()[0]
         children = connection.execute(
-            "SELECT r.run_uuid, r.name FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
+            "SELECT r.run_uuid FROM runs r JOIN tags p ON p.run_uuid = r.run_uuid "
             "AND p.key = 'mlflow.parentRunId' AND p.value = ? WHERE r.status = 'FINISHED'",
             (parent,),
         ).fetchall()
@@ -82,14 +82,19 @@ def read_runs(db: Path) -> list[dict]:
             query = "SELECT value FROM metrics WHERE run_uuid = ? AND key = ? AND step = ?"
             return connection.execute(query, (run_id, key, step)).fetchone()[0]
 
+        def config(run_id: str) -> str:  # what varies in the grid, not the run's long name
+            query = "SELECT key, value FROM params WHERE run_uuid = ? AND key IN ('lr', 'model.bias', 'data.lag_weeks')"
+            params = dict(connection.execute(query, (run_id,)).fetchall())
+            return f"lr={params['lr']} model.bias={params['model.bias']} data.lag_weeks={params['data.lag_weeks']}"
+
         return [
             {
-                "run": name,
+                "run": config(run_id),
                 "week8": at_step(run_id, "fold_val_mape", 3),
                 "folds3": latest(run_id, "val_mape"),
                 "test": latest(run_id, "test_mape"),
             }
-            for run_id, name in children
+            for (run_id,) in children
         ]
 
 
