@@ -268,6 +268,31 @@ print(json.dumps({{"forecast": forecast["forecast_mw"].tolist(),
 
 
 @pytest.mark.slow
+def test_mlflow_models_predict_serves_the_combined_champion(won, loaded_combination, tmp_path):
+    """`mlflow models predict` runs MLflow's scoring path (that of `mlflow models serve`) on the registered
+    combination, from a CSV of integer MW: the same 48 forecasts as in-process."""
+    first, _ = won
+    combination, _, history = loaded_combination
+    source, output = tmp_path / "history.csv", tmp_path / "forecast.json"
+    history.astype({"demand_mw": "int64"}).to_csv(source, index=False)
+    env = {**cli_env(), "MLFLOW_TRACKING_URI": first.store.tracking_uri}
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    done = subprocess.run(
+        [str(mlflow_cli), "models", "predict", "-m", f"models:/{MODEL_NAME}@champion", "-i", str(source)]
+        + ["-o", str(output), "-t", "csv", "--env-manager", "local"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = json.loads(output.read_text())["predictions"]
+    expected = combination.predict(history.astype({"demand_mw": "int64"}))["forecast_mw"].tolist()
+    assert [row["forecast_mw"] for row in served] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
 def test_its_lineage_lists_its_members_and_evaluate_scores_it(won, tmp_path):
     first, _ = won
     [run] = combined_runs(first)
