@@ -53,14 +53,22 @@ def states(storage: str, study: str = STUDY) -> list[str]:
     return [t.state.name for t in trials(storage, study)]
 
 
-def states_so_far(db: Path) -> list[str]:
-    """The states of the study's trials while a sweep writes them; [] before the sweeper created the study."""
+def states_so_far(db: Path, study: str = STUDY) -> list[str]:
+    """The states of the study's trials while a sweep writes them; [] before the sweeper created the study.
+    Read with sqlite3, read-only: opening Optuna's storage on a database the sweep is still creating would
+    create its schema too, and the two creations collide (UNIQUE constraint failed: alembic_version)."""
     if not db.exists():
         return []
     try:
-        return states(sqlite_uri(db))
-    except KeyError:  # the sweep hook has opened the storage, the sweeper not yet created the study
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as connection:
+            rows = connection.execute(
+                "SELECT t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "WHERE s.study_name = ? ORDER BY t.number",
+                (study,),
+            ).fetchall()
+    except sqlite3.OperationalError:  # no tables yet: the sweep has not created its storage
         return []
+    return [state for (state,) in rows]
 
 
 def console(sweep: Sweep) -> str:
