@@ -265,6 +265,8 @@ def legacy_event(registry, name, stamp: int, alias: str, from_version, to_versio
 
 def test_the_history_is_kept_out_of_the_model_pages_tags(registry, store, name):
     register(registry, store, name, 2)
+    models_before = {m.name for m in registry.client.search_registered_models()}
+    experiments_before = {e.name for e in registry.client.search_experiments()}
     registry.set_alias(name, "champion", "1", reason="first")
     registry.set_alias(name, "champion", "2", reason="second")
     registry.transition_model(name, "Production", version="2")
@@ -277,6 +279,9 @@ def test_the_history_is_kept_out_of_the_model_pages_tags(registry, store, name):
     history = registry.alias_history(name)
     assert [e["action"] for e in history] == ["set", "set", "stage"]
     assert all(EVENT_KEYS <= set(e) for e in history)  # what scripts read keeps its keys
+    # the history lives in tags: no extra registered model or experiment holds it
+    assert {m.name for m in registry.client.search_registered_models()} == models_before
+    assert {e.name for e in registry.client.search_experiments()} == experiments_before
 
 
 def test_rollback_on_a_history_written_before_this_change(registry, store, name):

@@ -164,10 +164,14 @@ def test_the_served_champion_forecasts_integer_and_float_mw_and_refuses_a_short_
     assert server.stopped_cleanly, f"a process of the server's group outlived SIGTERM:\n{server.log_tail()}"
 
 
-def test_mlflow_models_predict_on_a_csv_of_integer_mw_gives_the_same_forecast(served_env, history, expected, tmp_path):
+@pytest.mark.parametrize("mw", ["integer", "float"])
+def test_mlflow_models_predict_on_a_csv_of_integer_or_float_mw_gives_the_same_forecast(
+    served_env, history, expected, tmp_path, mw
+):
     source = tmp_path / "input.csv"
-    history.to_csv(source, index=False)
-    assert source.read_text().splitlines()[1].split(",")[1].isdigit()  # whole MW, as shipped
+    (history if mw == "integer" else history.astype({"demand_mw": float})).to_csv(source, index=False)
+    value = source.read_text().splitlines()[1].split(",")[1]
+    assert value.isdigit() if mw == "integer" else value.endswith(".0")  # whole MW as shipped, or floats
     output = tmp_path / "forecast.json"
     done = subprocess.run(
         [

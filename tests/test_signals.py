@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a hard dependency: the dev extra installs '.[slurm]')
 import pytest
-from helpers.cli import cli_env
+from helpers.cli import cli_env, run_cli
 from helpers.configs import compose_config, pointed_at, run_job_in_process
 from helpers.processes import group_left, group_members
 from helpers.store import sqlite_uri, store_runs
@@ -239,21 +239,27 @@ def test_a_worker_told_to_stop_between_jobs_takes_no_new_job(monkeypatch, handle
 
 
 # -- signals to sweeps --------------------------------------------------------------------------------
+# (launcher, signal, target, a champion in the registry before the sweep)
 CASES = [
-    pytest.param("basic", signal.SIGINT, "main", id="basic-SIGINT-main"),
-    pytest.param("basic", signal.SIGTERM, "group", id="basic-SIGTERM-group"),
-    pytest.param("joblib", signal.SIGTERM, "main", id="joblib-SIGTERM-main"),
-    pytest.param("joblib", signal.SIGINT, "main", id="joblib-SIGINT-main"),
-    pytest.param("joblib", signal.SIGTERM, "group", id="joblib-SIGTERM-group"),
-    pytest.param("submitit_local", signal.SIGTERM, "main", id="submitit-SIGTERM-main"),
-    pytest.param("submitit_local", signal.SIGINT, "group", id="submitit-SIGINT-group"),
+    pytest.param("basic", signal.SIGINT, "main", True, id="basic-SIGINT-main-over-a-champion"),
+    pytest.param("basic", signal.SIGTERM, "group", False, id="basic-SIGTERM-group"),
+    pytest.param("joblib", signal.SIGTERM, "main", False, id="joblib-SIGTERM-main"),
+    pytest.param("joblib", signal.SIGINT, "main", False, id="joblib-SIGINT-main"),
+    pytest.param("joblib", signal.SIGTERM, "group", True, id="joblib-SIGTERM-group-over-a-champion"),
+    pytest.param("submitit_local", signal.SIGTERM, "main", False, id="submitit-SIGTERM-main"),
+    pytest.param("submitit_local", signal.SIGINT, "group", False, id="submitit-SIGINT-group"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("launcher", "signum", "target"), CASES)
-def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path, launcher, signum, target):
+@pytest.mark.parametrize(("launcher", "signum", "target", "champion"), CASES)
+def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path, launcher, signum, target, champion):
     parallel = 1 if launcher == "basic" else 2
+    if champion:  # a registry that is not empty: the interrupted sweep must leave it exactly as it was
+        first = run_cli(["model=naive", "promote_single_run=true"], tmp_path)
+        assert first.returncode == 0, first.stderr[-3000:]
+        before = [(v["version"], v["aliases"], v["stage"]) for v in SweepStore(tmp_path).versions()]
+        assert before and "champion" in before[0][1], before
     process = start_cli(["--multirun", *LAUNCHERS[launcher], *LONG_JOB, "lr=0.001,0.002,0.003"], tmp_path)
     store = SweepStore(tmp_path)
     try:
@@ -300,7 +306,8 @@ def test_a_signalled_sweep_stops_its_workers_and_ends_every_run_killed(tmp_path,
     report = store.decision(parent.info.run_id)
     assert report["decision"]["action"] == "interrupted"
     assert report["decision"]["winner_run_id"] is None and report["decision"]["version"] is None
-    assert store.versions() == []  # the registry is as it was: empty
+    after = [(v["version"], v["aliases"], v["stage"]) for v in store.versions()]
+    assert after == (before if champion else []), after  # the registry is as it was
 
 
 @pytest.mark.slow
