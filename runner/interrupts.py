@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +116,19 @@ def _fire() -> None:
 
 
 _previous: dict[int, Any] = {}
+_previous_unraisable: list[Callable] = []
+
+
+def _unraisable(unraisable) -> None:
+    """Python ignores an exception raised in a weakref callback or a __del__ (the garbage collector runs
+    them at any moment): an interrupt raised there would be lost, and the user would have to press Ctrl-C
+    again. It is kept instead, and raised again where raising is allowed (the next store write's end, the
+    next Keras batch boundary, between jobs)."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and STATE.installed and STATE.raised:
+        STATE.raised, STATE.pending = False, True
+        STATE.landed.append("swallowed")
+        return
+    (_previous_unraisable[0] if _previous_unraisable else sys.__unraisablehook__)(unraisable)
 
 
 def install() -> bool:
@@ -126,6 +140,8 @@ def install() -> bool:
     STATE.worker = main_pid is not None and main_pid != str(os.getpid())
     for signum in (signal.SIGINT, signal.SIGTERM):
         _previous[signum] = signal.signal(signum, _handler)
+    _previous_unraisable[:] = [sys.unraisablehook]
+    sys.unraisablehook = _unraisable
     STATE.installed = True
     return True
 
@@ -138,6 +154,9 @@ def uninstall() -> None:
     for signum, handler in _previous.items():
         signal.signal(signum, handler)
     _previous.clear()
+    if sys.unraisablehook is _unraisable and _previous_unraisable:
+        sys.unraisablehook = _previous_unraisable[0]
+    _previous_unraisable.clear()
     STATE.reset()
 
 

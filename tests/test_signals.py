@@ -132,6 +132,27 @@ def handlers():
     interrupts.uninstall()
 
 
+def test_an_interrupt_python_ignores_in_a_weakref_callback_is_raised_again_at_the_next_safe_point(handlers):
+    """The garbage collector runs weakref callbacks at any moment, and Python ignores what they raise: a
+    Ctrl-C landing there would be lost. It is kept, and raised again where raising is allowed."""
+    import gc
+    import weakref
+
+    class Collected:
+        pass
+
+    handlers.STATE.job = True  # inside a job's body, where an interrupt is raised at once
+    thing = Collected()
+    ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+    del thing  # the callback runs now; the handler raises inside it, and Python ignores the exception
+    gc.collect()
+    assert ref() is None and handlers.STATE.landed == ["job", "swallowed"]
+    assert handlers.STATE.pending and not handlers.STATE.raised
+    with pytest.raises(handlers.Interrupted):
+        handlers.raise_pending()  # e.g. at the end of the next store write
+    handlers.STATE.job = False
+
+
 def test_a_signal_inside_a_store_write_waits_for_the_end_of_the_write(tmp_path, handlers):
     from runner.tracking import ExperimentTracker
 
