@@ -72,6 +72,7 @@ class _State:
         self.alarm = None  # a TimeLimitExceeded that had to wait
         self.count = 0  # signals received
         self.landed: list[str] = []  # where each signal arrived (for tests and diagnosis)
+        self.swallowed = 0  # interrupts Python ignored (weakref callbacks, __del__), kept to raise again
         self.before_raise: Callable[[int], None] | None = None
         self.time_limit: float | None = None
 
@@ -126,7 +127,7 @@ def _unraisable(unraisable) -> None:
     next Keras batch boundary, between jobs)."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and STATE.installed and STATE.raised:
         STATE.raised, STATE.pending = False, True
-        STATE.landed.append("swallowed")
+        STATE.swallowed += 1
         return
     (_previous_unraisable[0] if _previous_unraisable else sys.__unraisablehook__)(unraisable)
 
